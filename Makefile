@@ -1,0 +1,48 @@
+# hasim: the two commands of the README are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all lint system-deps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# The lab (real nginx with its stream module, HAProxy, iproute2, iptables) comes from
+# Debian; install what is missing when we are root and have apt-get.
+system-deps:
+	@missing=""; \
+	command -v nginx >/dev/null || missing="$$missing nginx libnginx-mod-stream"; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "not root or no apt-get: lab tools missing:$$missing"; fi; \
+	fi
+
+demo: $(STAMP)
+	$(PY) -m hasim.demo
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-all: $(STAMP) system-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hasim tests benchmarks
+	$(VENV)/bin/mypy hasim
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

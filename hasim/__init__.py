@@ -1,0 +1,40 @@
+"""hasim: simulate the high availability of Kubernetes control-plane access.
+
+The pipeline runs one way: scenario -> cluster -> endpoints -> topology graph -> simulated
+components -> plain records -> DataFrames -> plots. The public API (CONTRACT.md):
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hasim.cluster import Cluster, Host
+from hasim.endpoints import Endpoints, evaluate_endpoints
+from hasim.errors import HasimError, ScenarioError
+from hasim.scenario import Scenario, load_cluster, load_scenario
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    import networkx
+
+
+def build_topology(cluster_or_scenario: Any) -> networkx.DiGraph:
+    """The component graph of a cluster or scenario (see :mod:`hasim.topology`)."""
+    from hasim.topology import build_topology as _build
+
+    return _build(cluster_or_scenario)
+
+
+__all__ = [
+    "Cluster",
+    "Endpoints",
+    "HasimError",
+    "Host",
+    "Scenario",
+    "ScenarioError",
+    "build_topology",
+    "evaluate_endpoints",
+    "load_cluster",
+    "load_scenario",
+]

@@ -1,0 +1,156 @@
+"""The audit of a topology: single points of failure per client class, plaintext edges.
+
+A component is a single point of failure for a client when every path from the client to
+what it needs passes through it: for an apiserver client any apiserver, for an etcd client
+any etcd member. Those are the dominators of a sink joined to every target (Lengauer-
+Tarjan, via :func:`networkx.immediate_dominators`). A VIP is an address, not a process,
+so it is never listed itself; the LB instance behind it is, when there is only one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+_SINK = "__sink__"
+
+
+@dataclass(frozen=True)
+class ClassAudit:
+    """Single points of failure shared by the clients of one class.
+
+    ``spofs`` maps a description (``"own lb"``, ``"master1/apiserver"``) to how many of
+    the class's ``clients`` depend on it.
+    """
+
+    client_class: str
+    purpose: str
+    clients: int
+    spofs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlainEdge:
+    """A plaintext connection: who, to whom, whether it leaves the host."""
+
+    source: str
+    target: str
+    url: str
+    crosses_hosts: bool
+
+
+@dataclass(frozen=True)
+class Audit:
+    """The whole audit of one topology."""
+
+    classes: list[ClassAudit]
+    plaintext: list[PlainEdge]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "single_points_of_failure": [
+                {
+                    "client_class": c.client_class,
+                    "purpose": c.purpose,
+                    "clients": c.clients,
+                    "spofs": c.spofs,
+                }
+                for c in self.classes
+            ],
+            "plaintext_edges": [
+                {"source": e.source, "target": e.target, "url": e.url, "crosses_hosts": e.crosses_hosts}
+                for e in self.plaintext
+            ],
+        }
+
+
+def single_points(g: nx.DiGraph, client: str, purpose: str) -> list[str]:
+    """Components on every path from ``client`` to any target of ``purpose``.
+
+    Targets: apiservers for ``"apiserver"``, etcd members for ``"etcd"``. Only edges of
+    that purpose are followed. A client that reaches no target returns ``["unreachable"]``.
+    """
+    target_kind = "apiserver" if purpose == "apiserver" else "etcd"
+    sub = nx.DiGraph()
+    sub.add_node(client)
+    for u, v, d in g.edges(data=True):
+        if d["purpose"] == purpose:
+            sub.add_edge(u, v)
+    targets = [n for n in sub if g.nodes[n]["component"] == target_kind]
+    for t in targets:
+        sub.add_edge(t, _SINK)
+    if _SINK not in sub or not nx.has_path(sub, client, _SINK):
+        return ["unreachable"]
+    idom = nx.immediate_dominators(sub, client)
+    chain, node = [], idom[_SINK]
+    while node != client:
+        if not g.nodes[node].get("virtual"):
+            chain.append(node)
+        node = idom[node]
+    return list(reversed(chain))
+
+
+def audit(g: nx.DiGraph) -> Audit:
+    """Single points of failure per client class and plaintext edges of a topology."""
+    per_class: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    sizes: Counter[tuple[str, str]] = Counter()
+    for n, d in g.nodes(data=True):
+        cls = d.get("client_class")
+        if cls is None and d["component"] == "apiserver":
+            cls = "apiserver"  # the apiserver is an etcd client
+        if cls is None:
+            continue
+        for purpose in sorted({e["purpose"] for _, _, e in g.out_edges(n, data=True)}):
+            if cls == "apiserver" and purpose != "etcd":
+                continue
+            key = (cls, purpose)
+            sizes[key] += 1
+            for spof in single_points(g, n, purpose):
+                per_class[key][_describe(g, n, spof)] += 1
+    classes = [
+        ClassAudit(cls, purpose, sizes[(cls, purpose)], dict(per_class[(cls, purpose)].most_common()))
+        for cls, purpose in sorted(sizes)
+    ]
+    plain = [
+        PlainEdge(u, v, d["url"], d["crosses_hosts"])
+        for u, v, d in g.edges(data=True)
+        if not d["tls"] and d["scheme"] in {"http", "tcp"}
+    ]
+    return Audit(classes, plain)
+
+
+def _describe(g: nx.DiGraph, client: str, spof: str) -> str:
+    if spof == "unreachable":
+        return "unreachable (no path)"
+    if g.nodes[spof]["host"] == g.nodes[client]["host"]:
+        return f"own {g.nodes[spof]['component']}"
+    return spof
+
+
+def format_audit(result: Audit) -> str:
+    """The audit as text for the terminal."""
+    lines = ["Single points of failure (every path from the client passes through them):"]
+    for c in result.classes:
+        head = f"  {c.client_class:<30} -> {c.purpose:<9} ({c.clients} client(s)): "
+        if not c.spofs:
+            lines.append(head + "none")
+            continue
+        parts = [f"{name} [{n}/{c.clients}]" for name, n in c.spofs.items()]
+        lines.append(head + ", ".join(parts))
+    crossing = [e for e in result.plaintext if e.crosses_hosts]
+    local = [e for e in result.plaintext if not e.crosses_hosts]
+    lines.append("")
+    lines.append(f"Plaintext connections that cross hosts: {len(crossing)}")
+    shown: Counter[str] = Counter()
+    for e in crossing:
+        shown[f"{e.source.split('/')[1]} -> {e.target.split('/')[1]} ({e.url.split(':')[0]})"] += 1
+    for text, n in shown.most_common():
+        lines.append(f"  {text} x{n}")
+    if local:
+        lines.append(
+            f"Plaintext connections within a host (localhost only): {len(local)}"
+            " (masters' insecure port, local etcd endpoints)"
+        )
+    return "\n".join(lines)
