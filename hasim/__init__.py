@@ -26,7 +26,15 @@ def build_topology(cluster_or_scenario: Any) -> networkx.DiGraph:
     return _build(cluster_or_scenario)
 
 
+def simulate(scenario: Scenario, seed: int | None = None) -> Any:
+    """Run a scenario once; returns a :class:`hasim.sim.metrics.SimResult`."""
+    from hasim.sim.engine import simulate as _simulate
+
+    return _simulate(scenario, seed)
+
+
 __all__ = [
+    "simulate",
     "Cluster",
     "Endpoints",
     "HasimError",

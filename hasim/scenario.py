@@ -238,6 +238,9 @@ class ControllerManagerSpec(_Strict):
     leader_elect_lease_duration: PositiveDuration = 15.0
     leader_elect_renew_deadline: PositiveDuration = 10.0
     leader_elect_retry_period: PositiveDuration = 2.0
+    #: The master whose controller-manager holds the leader lease at time 0 (the first
+    #: started wins in practice; kubespray starts masters in inventory order).
+    initial_leader: str | None = None
 
 
 class EtcdSpec(_Strict):
@@ -566,6 +569,12 @@ def _check_sweep(spec: ScenarioSpec, raw: Mapping[str, Any], path: str | None) -
 
 def _check_targets(scenario: Scenario, text: str | None) -> None:
     from hasim.targets import TargetError, resolve_target
+
+    leader = scenario.spec.controller_manager.initial_leader
+    if leader is not None and leader not in scenario.cluster.members("kube-master"):
+        line = _line_of(text, ("controller_manager", "initial_leader")) if text else None
+        raise ScenarioError(f"{leader!r} is not a host of kube-master", file=scenario.path,
+                            field="controller_manager.initial_leader", line=line)
 
     for i, fault in enumerate(scenario.spec.faults):
         for name in ("target", "targets", "peers"):

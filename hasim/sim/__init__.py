@@ -1,0 +1,1 @@
+"""The SimPy model: network, load balancers, apiservers, clients, control loops, faults."""

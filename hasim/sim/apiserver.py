@@ -1,0 +1,50 @@
+"""kube-apiservers and the state they keep in etcd (node leases, the controller lease).
+
+An apiserver answers a request after ``apiserver.service_time`` (plus any ``slow``
+fault), and ``/healthz`` with 200 while it can serve. A process crash (host up) refuses
+connections; a host power-off leaves them unanswered (:mod:`hasim.sim.network`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hasim.sim.network import Network, Proc
+
+
+@dataclass
+class ClusterState:
+    """What the apiservers store (in etcd): node lease renew times, node conditions and
+    the controller-manager's leader lease."""
+
+    lease_renewed: dict[str, float] = field(default_factory=dict)
+    node_ready: dict[str, bool] = field(default_factory=dict)
+    leader: str | None = None
+    leader_renewed: float = 0.0
+
+
+class Apiservers:
+    """All apiservers: how long a request takes and whether ``/healthz`` says ok."""
+
+    def __init__(self, net: Network, service_time: float) -> None:
+        self.net = net
+        self.service_time = service_time
+        self.procs: list[Proc] = []
+
+    def add(self, host: str) -> Proc:
+        proc = (host, "apiserver")
+        self.net.add_process(proc)
+        self.procs.append(proc)
+        return proc
+
+    def serve_time(self, proc: Proc) -> float:
+        """Time to handle one request on ``proc``."""
+        return self.service_time
+
+    def healthy(self, proc: Proc) -> bool:
+        """``GET /healthz`` answers 200 (the process is up and can serve)."""
+        return self.net.is_alive(proc)
+
+    def can_write(self, proc: Proc) -> bool:
+        """Whether a write sent to ``proc`` is committed (its storage is reachable)."""
+        return self.net.is_alive(proc)

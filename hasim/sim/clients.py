@@ -1,0 +1,332 @@
+"""API clients: kubelet, kube-proxy and the connection they hold (MODEL.md §4).
+
+Each client process keeps ONE connection (client-go multiplexes every request of a
+process over one HTTP/2 connection) and dials a new one when it has none. What ends a
+connection depends on the client profile:
+
+- ``modern`` (k8s >= 1.20, k8s #95981): the HTTP/2 health check. ``ReadIdleTimeout``
+  after the last frame READ, a PING is sent; no answer within ``PingTimeout`` closes the
+  connection and fails its in-flight requests (``golang.org/x/net/http2``
+  ``closeForLostPing``).
+- ``legacy`` (< 1.11): nothing; a silently dead connection lives until the kernel gives
+  up retransmitting (``tcp_retries2``, about 924 s; k8s #41185, #48638).
+- ``closeconns`` (1.11-1.19): as legacy, but the kubelet drops all its connections from
+  the second consecutive failed heartbeat (``onRepeatedHeartbeatFailure``, k8s #63492).
+- ``disable_http2`` (DISABLE_HTTP2): HTTP/1.1, a timed-out request closes its own
+  connection; the kubelet's repeated-failure hook applies too (k8s #108107).
+
+Kubelet: the node lease controller (``component-helpers/.../lease/controller.go``)
+syncs every ``renew_interval`` (``wait.JitterUntil``, sliding, jitter 0.04) and tries an
+update up to 5 times (``maxUpdateRetries``), calling the repeated-failure hook when
+``i > 0``; node status is fetched every ``status_update_frequency`` with 5 tries
+(``nodeStatusUpdateRetry``). Its heartbeat requests time out after min(status update
+frequency, lease duration) (``cmd/kubelet/app/server.go``). kube-proxy: list, then a
+long watch (``timeoutSeconds`` in [5, 10) min), re-listing after an error with the
+reflector's backoff (0.8 s, doubling, cap 30 s, jitter 1.0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from hasim.scenario import ClientsSpec, KubeletSpec
+from hasim.sim.apiserver import Apiservers, ClusterState
+from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
+from hasim.sim.records import Recorder
+
+TIMEOUT = "timeout"
+ERROR = "error"
+
+Opener = Callable[[Proc], Generator[simpy.Event, Any, "Session | str"]]
+
+
+class DirectDialer:
+    """A client that connects straight to one apiserver (the default, non-HA mode)."""
+
+    def __init__(self, env: simpy.Environment, net: Network, target: Proc, syn_timeout: float):
+        self.env, self.net, self.target = env, net, target
+        self.syn_timeout = syn_timeout
+        self.name = f"{target[0]}/{target[1]}"
+
+    def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
+        outcome = self.net.connect(client[0], self.target)
+        if outcome == OK:
+            yield self.env.timeout(2 * self.net.rtt)  # TCP, then TLS
+            return Session(self.net, client, [(client[0], self.target)], self.target)
+        if outcome == REFUSED:
+            yield self.env.timeout(self.net.rtt)
+            return REFUSED
+        yield self.env.timeout(self.syn_timeout)  # tcp_syn_retries: the kernel gives up
+        return TIMEOUT
+
+
+class Client:
+    """One client process (kubelet, kube-proxy...) and its single connection."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        net: Network,
+        rec: Recorder,
+        apis: Apiservers,
+        host: str,
+        component: str,
+        dialer: Any,
+        spec: ClientsSpec,
+    ) -> None:
+        self.env, self.net, self.rec, self.apis = env, net, rec, apis
+        self.host = host
+        self.proc: Proc = (host, component)
+        self.name = f"{host}/{component}"
+        self.dialer = dialer
+        self.spec = spec
+        self.sess: Session | None = None
+        self.ping = spec.profile == "modern" and not spec.disable_http2 and (
+            spec.http2_read_idle_timeout > 0
+        )
+        net.add_process(self.proc)
+        net.watch(self.proc, self._on_state)
+
+    def _on_state(self, up: bool) -> None:
+        if not up and self.sess is not None:
+            self.sess.close("client died", self.env.now)
+            self.sess = None
+
+    @property
+    def alive(self) -> bool:
+        return self.net.is_alive(self.proc)
+
+    def wait_alive(self, period: float) -> Generator[simpy.Event, Any, None]:
+        while not self.alive:
+            yield self.env.timeout(period)
+
+    def close(self, cause: str) -> None:
+        if self.sess is not None:
+            self.sess.close(cause, self.env.now)
+            self.sess = None
+
+    # -- dialling -------------------------------------------------------------------------
+    def _dial(self, limit: float) -> Generator[simpy.Event, Any, Session | str]:
+        env = self.env
+        proc = env.process(self.dialer.open_session(self.proc))
+        limit = min(limit, self.spec.dial_timeout)
+        timer = env.timeout(limit)
+        yield proc | timer
+        if not proc.triggered:
+            proc.interrupt("dial timeout")
+            return TIMEOUT
+        result = proc.value
+        if isinstance(result, Session):
+            if not self.alive:
+                result.close("client died", env.now)
+                return ERROR
+            self.sess = result
+            if self.ping:
+                env.process(self._pinger(result))
+        return result  # type: ignore[no-any-return]
+
+    # -- one request ----------------------------------------------------------------------
+    def request(self, kind: str, timeout: float, write: bool = False
+                ) -> Generator[simpy.Event, Any, str]:
+        """One API request within ``timeout``; records it and returns its outcome."""
+        env = self.env
+        start = env.now
+        deadline = start + timeout
+        sess = self.sess
+        if sess is None or not sess.open:
+            self.sess = None
+            got = yield from self._dial(timeout)
+            if not isinstance(got, Session):
+                outcome = TIMEOUT if got == BLACKHOLE else got
+                self.rec.request(self.name, self.host, start, env.now, outcome, "", kind)
+                return outcome
+            sess = got
+        outcome = yield from self._exchange(sess, deadline, write)
+        backend = sess.backend[0] if sess.backend else ""
+        self.rec.request(self.name, self.host, start, env.now, outcome, backend, kind)
+        return outcome
+
+    def _exchange(self, sess: Session, deadline: float, write: bool
+                  ) -> Generator[simpy.Event, Any, str]:
+        env = self.env
+        now = env.now
+        sess.last_activity = now
+        state = sess.state()
+        if state == OK:
+            backend = sess.backend
+            d = sess.delay() + (self.apis.serve_time(backend) if backend else 0.0)
+            if now + d > deadline:
+                yield env.timeout(max(deadline - now, 0.0))
+                return self._timed_out(sess)
+            yield env.timeout(d)
+            if not sess.open:
+                return RESET
+            sess.last_read = sess.last_activity = env.now
+            sess.unacked_since = None
+            if write and backend and not self.apis.can_write(backend):
+                return ERROR
+            return OK
+        if state == RESET:
+            sess.close("reset", now)
+            if self.sess is sess:
+                self.sess = None
+            yield env.timeout(self.net.rtt)
+            return RESET
+        self._unacked(sess)
+        broken = sess.wait_broken()
+        timer = env.timeout(max(deadline - now, 0.0))
+        yield broken | timer
+        if broken.triggered:
+            return RESET
+        return self._timed_out(sess)
+
+    def _timed_out(self, sess: Session) -> str:
+        if self.spec.disable_http2:  # HTTP/1.1: the timed-out request's connection goes
+            sess.close("request timeout", self.env.now)
+        return TIMEOUT
+
+    def _unacked(self, sess: Session) -> None:
+        if sess.unacked_since is None:
+            sess.unacked_since = self.env.now
+            self.env.process(self._retransmit(sess, self.env.now))
+
+    def _retransmit(self, sess: Session, since: float) -> Generator[simpy.Event, Any, None]:
+        """tcp_retries2: the kernel gives up on unacknowledged data and errors the socket."""
+        yield self.env.timeout(self.spec.tcp_retries2_timeout)
+        if sess.open and sess.unacked_since == since:
+            sess.close("tcp_retries2", self.env.now)
+
+    def _pinger(self, sess: Session) -> Generator[simpy.Event, Any, None]:
+        """client-go's HTTP/2 health check on one connection."""
+        env, spec = self.env, self.spec
+        idle = spec.http2_read_idle_timeout
+        while sess.open:
+            wait = sess.last_read + idle - env.now
+            if wait > 1e-9:
+                yield env.timeout(wait)
+                continue
+            sess.last_activity = env.now
+            state = sess.state()
+            if state == OK:
+                yield env.timeout(sess.delay())
+                if sess.open:
+                    sess.last_read = sess.last_activity = env.now
+                    sess.unacked_since = None
+                continue
+            if state == RESET:
+                sess.close("reset", env.now)
+                return
+            self._unacked(sess)
+            broken = sess.wait_broken()
+            yield broken | env.timeout(spec.http2_ping_timeout)
+            if sess.open:
+                self.rec.state(env.now, self.proc[1], self.host, sess.backend[0] if sess.backend
+                               else "", "connected", "closed", "http2: client connection lost")
+                sess.close("http2 ping timeout", env.now)
+            return
+
+
+class Kubelet(Client):
+    """The kubelet: node lease renewals and node status, over one connection."""
+
+    def __init__(self, *args: Any, kubelet: KubeletSpec, state: ClusterState,
+                 rng: np.random.Generator, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kspec = kubelet
+        self.state = state
+        self.rng = rng
+        self.hb_timeout = min(kubelet.status_update_frequency, kubelet.lease_duration)
+        self.redial_on_failure = self.spec.profile == "closeconns" or self.spec.disable_http2
+        self.boot = float(rng.uniform(0, 1.0))
+        self.lease_offset = self.boot + float(rng.uniform(0, kubelet.renew_interval))
+        self.status_offset = self.boot + float(rng.uniform(0, kubelet.status_update_frequency))
+
+    def start(self) -> None:
+        self.env.process(self._register())
+        self.env.process(self._lease_loop())
+        self.env.process(self._status_loop())
+
+    def _register(self) -> Generator[simpy.Event, Any, None]:
+        """At start the kubelet registers its node: the node's FIRST apiserver connection,
+        before kube-proxy (a pod the kubelet itself starts) exists (KS #2150)."""
+        yield self.env.timeout(self.boot)
+        yield from self.request("register", self.hb_timeout, write=True)
+
+    def _heartbeat(self, kind: str, write: bool) -> Generator[simpy.Event, Any, bool]:
+        for i in range(5):  # maxUpdateRetries / nodeStatusUpdateRetry
+            if not self.alive:
+                return False
+            outcome = yield from self.request(kind, self.hb_timeout, write=write)
+            if outcome == OK:
+                return True
+            if i > 0 and self.redial_on_failure:
+                self.close("repeated heartbeat failure")
+        return False
+
+    def _lease_loop(self) -> Generator[simpy.Event, Any, None]:
+        env, k = self.env, self.kspec
+        yield env.timeout(self.lease_offset)
+        while True:
+            yield from self.wait_alive(k.renew_interval)
+            ok = yield from self._heartbeat("lease", write=True)
+            if ok:
+                self.state.lease_renewed[self.host] = env.now
+            yield env.timeout(k.renew_interval * (1 + 0.04 * float(self.rng.random())))
+
+    def _status_loop(self) -> Generator[simpy.Event, Any, None]:
+        env, k = self.env, self.kspec
+        yield env.timeout(self.status_offset)
+        while True:
+            yield from self.wait_alive(k.status_update_frequency)
+            yield from self._heartbeat("status", write=False)
+            yield env.timeout(k.status_update_frequency)
+
+
+class KubeProxy(Client):
+    """kube-proxy: list, then watch, over its own connection; re-list after a failure."""
+
+    LIST_TIMEOUT = 60.0
+
+    def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rng = rng
+        # kube-proxy runs as a pod: it starts after its kubelet has registered the node.
+        self.offset = float(rng.uniform(2.0, 10.0))
+
+    def start(self) -> None:
+        self.env.process(self._run())
+
+    def _run(self) -> Generator[simpy.Event, Any, None]:
+        env, spec = self.env, self.spec
+        yield env.timeout(self.offset)
+        backoff = spec.watch_backoff_initial
+        while True:
+            yield from self.wait_alive(spec.watch_backoff_cap)
+            outcome = yield from self.request("list", self.LIST_TIMEOUT)
+            if outcome == OK and self.sess is not None:
+                backoff = spec.watch_backoff_initial
+                outcome = yield from self._watch(self.sess)
+                if outcome == OK:
+                    continue
+            # The reflector's backoff (jitter 1.0: a wait in [b, 2b)).
+            yield env.timeout(backoff * (1 + float(self.rng.random())))
+            backoff = min(2 * backoff, spec.watch_backoff_cap)
+
+    def _watch(self, sess: Session) -> Generator[simpy.Event, Any, str]:
+        env = self.env
+        length = 300.0 * (1 + float(self.rng.random()))  # minWatchTimeout x [1, 2)
+        broken = sess.wait_broken()
+        yield broken | env.timeout(length)
+        if not broken.triggered:
+            return OK  # the server ended the watch; the reflector starts a new one
+        cause = sess.cause
+        outcome = TIMEOUT if cause in {"http2 ping timeout", "tcp_retries2"} else RESET
+        if self.sess is sess:
+            self.sess = None
+        self.rec.request(self.name, self.host, env.now, env.now, outcome,
+                         sess.backend[0] if sess.backend else "", "watch")
+        return outcome

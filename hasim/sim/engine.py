@@ -1,0 +1,142 @@
+"""One run: instantiate the simulated parts from the topology graph and run SimPy.
+
+The graph (``hasim.topology``) decides what exists and who connects to whom; this module
+only puts a simulated process on each graph node. Randomness comes from one
+``numpy.random.SeedSequence`` per run, one stream per purpose, so that the same seed
+gives the same run in any process and two HA modes run with one seed see the same
+faults at the same times and the same client phases (common random numbers).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import simpy
+
+from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
+from hasim.sim.apiserver import Apiservers, ClusterState
+from hasim.sim.clients import DirectDialer, Kubelet, KubeProxy
+from hasim.sim.faults import FaultInjector
+from hasim.sim.haproxy import HAProxy
+from hasim.sim.lifecycle import ControllerManager
+from hasim.sim.metrics import SimResult, build_result
+from hasim.sim.network import Network, Proc
+from hasim.sim.nginx import NginxProxy
+from hasim.sim.records import Recorder
+from hasim.topology import build_topology
+
+#: One random stream per purpose; the order is part of the reproducibility contract.
+PURPOSES = ("clients", "faults", "checks", "workers", "control-plane", "clock")
+
+
+def streams(seed: int) -> dict[str, np.random.Generator]:
+    """Independent generators per purpose, derived from the run's seed."""
+    return {
+        p: np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(i,)))
+        for i, p in enumerate(PURPOSES)
+    }
+
+
+def _proc(node: str, g: Any) -> Proc:
+    d = g.nodes[node]
+    return (d["host"], d["component"])
+
+
+def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
+    """Run ``scenario`` once and return its tables (CONTRACT.md ``hasim.simulate``).
+
+    ``seed`` defaults to the scenario's own ``seed``.
+    """
+    wall0 = time.perf_counter()
+    spec = scenario.spec
+    seed = spec.seed if seed is None else seed
+    rng = streams(seed)
+    g = build_topology(scenario)
+    env = simpy.Environment()
+    rec = Recorder()
+    net = Network(env, spec.network.rtt, rec)
+    apis = Apiservers(net, spec.apiserver.service_time)
+    state = ClusterState()
+    clock_phase = float(rng["clock"].random())
+
+    for n, d in g.nodes(data=True):
+        if d["component"] == "apiserver":
+            apis.add(d["host"])
+        elif d["component"] in {"etcd", "etcd-proxy", "flannel", "scheduler"}:
+            net.add_process((d["host"], d["component"]))
+
+    balancers: dict[str, Any] = {}
+    for n, d in g.nodes(data=True):
+        comp = d["component"]
+        if comp not in {"lb", "external-lb"}:
+            continue
+        servers = [_proc(v, g) for v in g.successors(n)]
+        if comp == "lb":
+            local = spec.balancers.local
+            if d.get("kind") == "haproxy":
+                hspec = local if isinstance(local, LocalHAProxySpec) else LocalHAProxySpec()
+                balancers[n] = HAProxy(env, net, rec, d["host"], "lb", servers, hspec,
+                                       rng["checks"], spec.clients.tcp_syn_timeout, apis.healthy)
+            else:
+                nspec = local if isinstance(local, NginxSpec) else NginxSpec()
+                balancers[n] = NginxProxy(env, net, rec, d["host"], servers, nspec,
+                                          rng["workers"], clock_phase)
+        else:
+            espec = spec.balancers.external or ExternalHAProxySpec()
+            balancers[n] = HAProxy(env, net, rec, d["host"], "external-lb", servers, espec,
+                                   rng["checks"], spec.clients.tcp_syn_timeout, apis.healthy)
+
+    def dialer_for(client_node: str) -> Any:
+        targets = [v for v in g.successors(client_node)
+                   if g.edges[client_node, v]["purpose"] == "apiserver"]
+        target = targets[0]
+        if g.nodes[target]["component"] == "vip":
+            target = next(iter(g.successors(target)))  # issue 4: keepalived picks the holder
+        if target in balancers:
+            return balancers[target]
+        return DirectDialer(env, net, _proc(target, g), spec.clients.tcp_syn_timeout)
+
+    clients: dict[str, tuple[str, str]] = {}
+    starters: list[Any] = []
+    nodes: list[str] = []
+    for n, d in g.nodes(data=True):
+        comp = d["component"]
+        if comp == "kubelet":
+            k = Kubelet(env, net, rec, apis, d["host"], "kubelet", dialer_for(n), spec.clients,
+                        kubelet=spec.kubelet, state=state, rng=rng["clients"])
+            starters.append(k)
+            nodes.append(d["host"])
+            clients[k.name] = (d["host"], d["client_class"])
+        elif comp == "kube-proxy":
+            p = KubeProxy(env, net, rec, apis, d["host"], "kube-proxy", dialer_for(n),
+                          spec.clients, rng=rng["clients"])
+            starters.append(p)
+            clients[p.name] = (d["host"], d["client_class"])
+
+    masters = [d["host"] for _, d in g.nodes(data=True) if d["component"] == "apiserver"]
+    cm_spec = spec.controller_manager
+    initial = cm_spec.initial_leader or masters[0]
+    for host in masters:
+        cm = ControllerManager(env, net, rec, apis, state, host, cm_spec, nodes,
+                               phase=float(rng["control-plane"].uniform(0, cm_spec.leader_elect_retry_period)))
+        cm.start(leader=host == initial)
+
+    for s in starters:
+        s.start()
+    FaultInjector(env, net, rec, scenario, rng["faults"]).start()
+    env.run(until=spec.duration)
+
+    # Events processed: every event SimPy scheduled, less those still queued at the end.
+    events = next(env._eid) - len(env._queue)  # type: ignore[attr-defined]
+    summary = {
+        "scenario": spec.name,
+        "seed": seed,
+        "duration_s": spec.duration,
+        "hosts": len({d["host"] for _, d in g.nodes(data=True)}),
+        "nodes": len(nodes),
+        "events": int(events),
+        "wall_s": time.perf_counter() - wall0,
+    }
+    return build_result(rec, clients, spec.duration, summary, scenario.resolved())

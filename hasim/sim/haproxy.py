@@ -1,0 +1,287 @@
+"""HAProxy 2.6 in ``mode tcp`` in front of the apiservers (MODEL.md §2.2).
+
+Health checks follow ``src/check.c``: a counter ``health`` from 0 to ``rise+fall-1``,
+starting at ``rise`` ("up, but will fall down at first failure", ``srv_settings_cpy``);
+a failed check decrements it and, once below ``rise``, drops it to 0 (DOWN); a passed
+check increments it and, on reaching ``rise``, raises it to full (UP). The next check
+starts when the current one ends, after ``srv_getinter()``: ``inter`` at full health,
+``downinter`` when DOWN, ``fastinter`` in between. The first check of server ``pos`` of
+``n`` is ``inter*pos/n`` after start (``start_check_task``). A check's connect phase is
+bounded by ``inter``, or by min(``inter``, ``timeout connect``) when ``timeout check`` is
+also set (``tcpcheck_eval_connect``); the read phase by ``timeout check`` when set.
+
+Connections follow ``src/backend.c``/``stream.c``: ``roundrobin`` or ``leastconn``
+(``conns/eweight``, ``slowstart`` ramping the weight after a server comes UP); a failed
+connect is retried ``retries`` times; after an immediate error (RST) a 1 s turn-around
+(``min(1s, timeout connect)``) comes first, except when redispatching with a round-robin
+algorithm; ``option redispatch`` moves the retry to another server when the server is
+not running, on the last retry, and on every retry for round-robin algorithms with more
+than one server up (``stream_choose_redispatch``). Without ``timeout connect`` a connect
+waits for the kernel (``tcp_syn_retries`` 6: 127 s). Established sessions survive a
+mark-down unless ``shutdown_sessions`` (``on-marked-down shutdown-sessions``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from hasim.scenario import _HAProxyBase
+from hasim.sim.network import OK, REFUSED, RESET, Network, Proc, Session
+from hasim.sim.records import Recorder
+
+
+class HealthCounter:
+    """HAProxy's per-server check counter (``check->health``)."""
+
+    __slots__ = ("rise", "fall", "health")
+
+    def __init__(self, rise: int, fall: int) -> None:
+        self.rise = rise
+        self.fall = fall
+        self.health = rise  # up, but will fall down at first failure
+
+    @property
+    def up(self) -> bool:
+        return self.health >= self.rise
+
+    @property
+    def full(self) -> int:
+        return self.rise + self.fall - 1
+
+    def report(self, passed: bool) -> str | None:
+        """Apply one check result; returns ``"up"``/``"down"`` on a transition."""
+        was_up = self.up
+        if passed:
+            if self.health < self.full:
+                self.health += 1
+                if self.health >= self.rise:
+                    self.health = self.full
+        elif self.health > 0:
+            self.health -= 1
+            if self.health < self.rise:
+                self.health = 0
+        if was_up and not self.up:
+            return "down"
+        if not was_up and self.up:
+            return "up"
+        return None
+
+
+class Server:
+    """One ``server`` line of an HAProxy instance."""
+
+    __slots__ = ("proc", "counter", "conns", "last_pick", "up_since", "sessions")
+
+    def __init__(self, proc: Proc, rise: int, fall: int) -> None:
+        self.proc = proc
+        self.counter = HealthCounter(rise, fall)
+        self.conns = 0
+        self.last_pick = -1.0
+        self.up_since: float | None = None  # set when it comes UP after being DOWN
+        self.sessions: set[Session] = set()
+
+
+class HAProxy:
+    """One HAProxy instance (the local LB on a node, or an external LB host)."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        net: Network,
+        rec: Recorder,
+        host: str,
+        component: str,
+        servers: list[Proc],
+        spec: _HAProxyBase,
+        rng: np.random.Generator,
+        kernel_syn_timeout: float = 127.0,
+        api_health: Any = None,
+    ) -> None:
+        self.env, self.net, self.rec = env, net, rec
+        self.host = host
+        self.proc: Proc = (host, component)
+        self.name = f"{host}/{component}"
+        self.spec = spec
+        self.servers = [Server(p, spec.rise, spec.fall) for p in servers]
+        self.rr_next = 0
+        self.rng = rng
+        self.connect_timeout = spec.timeout_connect or kernel_syn_timeout
+        #: Callable (proc) -> bool: whether that apiserver's /healthz answers 200.
+        self.api_health = api_health
+        net.add_process(self.proc)
+        net.watch(self.proc, self._on_state)
+        self.generation = 0
+        self._start_checks()
+
+    # -- health checks --------------------------------------------------------------------
+    def _start_checks(self) -> None:
+        if not self.spec.check:
+            return
+        phase = float(self.rng.uniform(0.0, self.spec.inter))
+        n = len(self.servers)
+        for pos, srv in enumerate(self.servers):
+            first = phase + self.spec.inter * pos / n
+            self.env.process(self._checker(srv, first, self.generation))
+
+    def _on_state(self, up: bool) -> None:
+        self.generation += 1
+        if up:  # a restarted HAProxy forgets everything: servers start "up, going down"
+            self.servers = [Server(s.proc, self.spec.rise, self.spec.fall) for s in self.servers]
+            self._start_checks()
+
+    def _interval(self, srv: Server) -> float:
+        s = self.spec
+        c = srv.counter
+        if c.health == c.full:
+            return s.inter
+        if c.health == 0:
+            return s.downinter or s.inter
+        return s.fastinter or s.inter
+
+    def _checker(self, srv: Server, first: float, gen: int) -> Generator[simpy.Event, Any, None]:
+        env, net, s = self.env, self.net, self.spec
+        yield env.timeout(first)
+        connect_limit = min(s.inter, s.timeout_connect) if (s.timeout_check and s.timeout_connect) \
+            else s.inter
+        key = (self.name, f"{srv.proc[0]}/{srv.proc[1]}", "active")
+        while gen == self.generation and net.is_alive(self.proc):
+            self.rec.checks[key] += 1
+            outcome = net.connect(self.host, srv.proc)
+            if outcome == REFUSED:
+                yield env.timeout(net.rtt)
+                passed, why = False, "Connection refused"
+            elif outcome != OK:
+                yield env.timeout(connect_limit)
+                passed, why = False, "Layer4 timeout"
+            else:
+                reply = 2 * net.rtt + net.slow.get(srv.proc, 0.0)  # TLS hello, then the GET
+                limit = s.timeout_check or max(s.inter - net.rtt, net.rtt)
+                if s.check_type == "httpchk":
+                    reply += net.rtt
+                if reply > limit:
+                    yield env.timeout(net.rtt + limit)
+                    passed, why = False, "Layer7 timeout"
+                else:
+                    yield env.timeout(net.rtt + reply)
+                    healthy = self.api_health is None or self.api_health(srv.proc)
+                    passed = healthy or s.check_type != "httpchk"
+                    why = "Layer7 check passed" if passed else "Layer7 wrong status 500"
+            if gen != self.generation:
+                return
+            change = srv.counter.report(passed)
+            if change is not None:
+                self._transition(srv, change, why)
+            yield env.timeout(self._interval(srv))
+
+    def _transition(self, srv: Server, change: str, why: str) -> None:
+        old = "up" if change == "down" else "down"
+        self.rec.state(self.env.now, self.proc[1], self.host, srv.proc[0], old, change, why)
+        if change == "up":
+            srv.up_since = self.env.now
+        elif self.spec.shutdown_sessions:
+            for sess in list(srv.sessions):
+                sess.close("shutdown-sessions", self.env.now)
+
+    # -- load balancing -------------------------------------------------------------------
+    def _running(self) -> list[Server]:
+        if not self.spec.check:
+            return self.servers
+        return [s for s in self.servers if s.counter.up]
+
+    def _weight(self, srv: Server) -> float:
+        ss = self.spec.slowstart
+        if ss and srv.up_since is not None:
+            elapsed = self.env.now - srv.up_since
+            if elapsed < ss:
+                return max(elapsed / ss, 1.0 / 256)  # eweight never drops to 0 (BE_WEIGHT_SCALE)
+        return 1.0
+
+    def select(self, avoid: Server | None = None) -> Server | None:
+        """The server for a new connection (``srvtoavoid`` on redispatch), None if none up."""
+        up = self._running()
+        if avoid is not None and len(up) > 1:
+            up = [s for s in up if s is not avoid]
+        if not up:
+            return None
+        if self.spec.balance == "roundrobin":
+            n = len(self.servers)
+            for k in range(n):
+                srv = self.servers[(self.rr_next + k) % n]
+                if srv in up:
+                    self.rr_next = (self.servers.index(srv) + 1) % n
+                    return srv
+            return None
+        # leastconn: fewest conns per unit of effective weight; equal keys go to the one
+        # picked longest ago (a server is re-queued behind its equals when it is used).
+        best = min(up, key=lambda s: (s.conns / self._weight(s), s.last_pick))
+        best.last_pick = self.env.now
+        return best
+
+    def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
+        """A client connects through this HAProxy: a Session, or REFUSED/RESET."""
+        env, net, s = self.env, self.net, self.spec
+        if net.connect(client[0], self.proc) != OK:
+            if net.connect(client[0], self.proc) == REFUSED:
+                yield env.timeout(net.rtt)
+                return REFUSED
+            yield env.timeout(1e9)  # unreachable LB: the client's own timeout ends this
+            return RESET
+        srv = self.select()
+        retries_left = s.retries
+        current: Server | None = None
+        try:
+            while True:
+                if srv is None:
+                    return RESET  # no server available: the client connection is closed
+                current = srv
+                srv.conns += 1
+                self.rec.checks[(self.name, f"{srv.proc[0]}/{srv.proc[1]}", "connection")] += 1
+                outcome = net.connect(self.host, srv.proc)
+                if outcome == OK:
+                    yield env.timeout(net.rtt)
+                    sess = Session(net, client, [(client[0], self.proc), (self.host, srv.proc)],
+                                   srv.proc, lb=self.name)
+                    srv.sessions.add(sess)
+                    sess.on_close.append(lambda x, srv=srv: self._release(srv, x))
+                    current = None
+                    env.process(self._idle_timer(sess))
+                    return sess
+                immediate = outcome == REFUSED
+                yield env.timeout(net.rtt if immediate else self.connect_timeout)
+                srv.conns -= 1
+                current = None
+                if retries_left == 0 or not net.is_alive(self.proc):
+                    return RESET
+                retries_left -= 1
+                n_up = len(self._running())
+                rr = s.balance == "roundrobin"
+                redispatch = s.redispatch and (
+                    srv not in self._running() or retries_left == 0 or (rr and n_up > 1)
+                )
+                if immediate and not (redispatch and rr and n_up > 1):
+                    yield env.timeout(min(1.0, self.connect_timeout))
+                if redispatch:
+                    srv = self.select(avoid=srv)
+        except simpy.Interrupt:
+            if current is not None:
+                current.conns -= 1
+            return RESET
+
+    def _release(self, srv: Server, sess: Session) -> None:
+        srv.conns -= 1
+        srv.sessions.discard(sess)
+
+    def _idle_timer(self, sess: Session) -> Generator[simpy.Event, Any, None]:
+        """``timeout server`` (nothing read from the server) and ``timeout client``."""
+        s = self.spec
+        while sess.open:
+            deadline = min(sess.last_read + s.timeout_server, sess.last_activity + s.timeout_client)
+            wait = deadline - self.env.now
+            if wait > 1e-9:
+                yield self.env.timeout(wait)
+                continue
+            sess.close("haproxy timeout", self.env.now)

@@ -1,0 +1,218 @@
+"""Hosts, processes and TCP connections as a peer sees them (MODEL.md §5).
+
+A connect ends three ways: accepted after a round trip; refused after one round trip (the
+process is down but its host's kernel answers RST); or unanswered (host off, blackhole,
+partition) until the connector's own timeout. An established connection learns of a
+process crash at once (the kernel sends FIN/RST) and of a blackhole never: only a timer
+of a peer (HTTP/2 ping, nginx ``proxy_timeout``, HAProxy timeouts, ``tcp_retries2``)
+ends it. A host that comes back has forgotten its connections: the next packet of an old
+connection gets RST.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import simpy
+
+if TYPE_CHECKING:
+    from hasim.sim.records import Recorder
+
+Proc = tuple[str, str]  # (host, component)
+
+OK = "ok"
+REFUSED = "refused"
+BLACKHOLE = "blackhole"
+RESET = "reset"
+
+
+class Network:
+    """Up/down state of hosts and processes, partitions, slowness, and live sessions."""
+
+    def __init__(self, env: simpy.Environment, rtt: float, recorder: Recorder) -> None:
+        self.env = env
+        self.rtt = rtt
+        self.rec = recorder
+        self.host_up: dict[str, bool] = {}
+        self.alive: dict[Proc, bool] = {}
+        self.epoch: dict[Proc, int] = {}
+        self.slow: dict[Proc, float] = {}
+        self.blocked: set[frozenset[str]] = set()
+        self.sessions: dict[Proc, set[Session]] = {}
+        #: Called with (proc, up) when a process starts or stops, for components to react.
+        self.watchers: dict[Proc, list[Callable[[bool], None]]] = {}
+
+    # -- state ------------------------------------------------------------------------------
+    def add_process(self, proc: Proc) -> None:
+        self.host_up.setdefault(proc[0], True)
+        self.alive[proc] = True
+        self.epoch[proc] = 0
+
+    def reachable(self, a: str, b: str) -> bool:
+        """Whether packets flow between hosts ``a`` and ``b`` (both up, not partitioned)."""
+        if a == b:
+            return self.host_up.get(a, True)
+        return (
+            self.host_up.get(a, True)
+            and self.host_up.get(b, True)
+            and (not self.blocked or frozenset((a, b)) not in self.blocked)
+        )
+
+    def is_alive(self, proc: Proc) -> bool:
+        return self.alive.get(proc, False) and self.host_up.get(proc[0], True)
+
+    def connect(self, src: str, dst: Proc) -> str:
+        """Outcome of a TCP connect from host ``src`` to ``dst``: OK, REFUSED or BLACKHOLE."""
+        if not self.reachable(src, dst[0]):
+            return BLACKHOLE
+        if not self.alive.get(dst, False):
+            return REFUSED
+        return OK
+
+    # -- faults -----------------------------------------------------------------------------
+    def crash(self, proc: Proc, cause: str) -> None:
+        """The process dies; its kernel closes every connection of it at once (FIN/RST)."""
+        if not self.alive.get(proc, False):
+            return
+        self.alive[proc] = False
+        self._notify(proc, False)
+        for sess in list(self.sessions.get(proc, ())):
+            sess.close(cause, self.env.now)
+
+    def start(self, proc: Proc) -> None:
+        """The process (re)starts with no memory of old connections."""
+        if self.alive.get(proc, False):
+            return
+        self.alive[proc] = True
+        self.epoch[proc] = self.epoch.get(proc, 0) + 1
+        self._notify(proc, True)
+
+    def power_off(self, host: str) -> None:
+        """The host vanishes: no FIN, no RST; its peers hear nothing at all."""
+        self.host_up[host] = False
+        for proc in [p for p in self.alive if p[0] == host]:
+            if self.alive[proc]:
+                self.alive[proc] = False
+                self.epoch[proc] += 1
+                self._notify(proc, False)
+
+    def power_on(self, host: str) -> None:
+        """The host boots and its processes start afresh."""
+        self.host_up[host] = True
+        for proc in [p for p in self.alive if p[0] == host]:
+            self.start(proc)
+
+    def _notify(self, proc: Proc, up: bool) -> None:
+        for fn in self.watchers.get(proc, ()):
+            fn(up)
+
+    def watch(self, proc: Proc, fn: Callable[[bool], None]) -> None:
+        self.watchers.setdefault(proc, []).append(fn)
+
+    # -- sessions ---------------------------------------------------------------------------
+    def register(self, sess: Session) -> None:
+        for proc in sess.procs:
+            self.sessions.setdefault(proc, set()).add(sess)
+
+    def unregister(self, sess: Session) -> None:
+        for proc in sess.procs:
+            s = self.sessions.get(proc)
+            if s is not None:
+                s.discard(sess)
+
+
+class Session:
+    """A client's connection to an apiserver, possibly through proxies (one TCP
+    connection per hop). Closing any hop closes the whole chain: a proxy that sees FIN
+    or RST on one side closes the other at once (nginx stream, HAProxy mode tcp).
+
+    ``hops`` lists ``(src_host, dst_proc, dst_epoch)`` of each TCP connection.
+    """
+
+    __slots__ = (
+        "net",
+        "client",
+        "hops",
+        "procs",
+        "backend",
+        "opened_at",
+        "last_read",
+        "last_activity",
+        "closed_at",
+        "cause",
+        "broken",
+        "on_close",
+        "unacked_since",
+        "lb",
+    )
+
+    def __init__(
+        self,
+        net: Network,
+        client: Proc,
+        hops: list[tuple[str, Proc]],
+        backend: Proc | None,
+        lb: str | None = None,
+    ) -> None:
+        self.net = net
+        self.client = client
+        self.hops = [(src, dst, net.epoch.get(dst, 0)) for src, dst in hops]
+        self.procs = {client} | {dst for _, dst in hops}
+        self.backend = backend
+        self.lb = lb
+        now = net.env.now
+        self.opened_at = now
+        self.last_read = now
+        self.last_activity = now
+        self.closed_at: float | None = None
+        self.cause = ""
+        self.broken: simpy.Event | None = None
+        self.on_close: list[Callable[[Session], None]] = []
+        self.unacked_since: float | None = None
+        net.register(self)
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+    def state(self) -> str:
+        """What a packet sent now meets: OK, BLACKHOLE, or RESET (the chain is closed or a
+        hop's far end has restarted and answers RST)."""
+        if self.closed_at is not None:
+            return RESET
+        net = self.net
+        for src, dst, epoch in self.hops:
+            if not net.reachable(src, dst[0]):
+                return BLACKHOLE
+            if net.epoch.get(dst, 0) != epoch or not net.alive.get(dst, False):
+                return RESET
+        return OK
+
+    def delay(self) -> float:
+        """One request-response exchange: a round trip per hop plus slowness of the hops."""
+        net = self.net
+        extra = 0.0
+        if net.slow:
+            for _, dst, _ in self.hops:
+                extra += net.slow.get(dst, 0.0)
+        return len(self.hops) * net.rtt + extra
+
+    def wait_broken(self) -> simpy.Event:
+        """An event that fires when the session closes."""
+        if self.broken is None:
+            self.broken = self.net.env.event()
+            if self.closed_at is not None:
+                self.broken.succeed(self.cause)
+        return self.broken
+
+    def close(self, cause: str, now: float) -> None:
+        if self.closed_at is not None:
+            return
+        self.closed_at = now
+        self.cause = cause
+        self.net.unregister(self)
+        if self.broken is not None and not self.broken.triggered:
+            self.broken.succeed(cause)
+        for fn in self.on_close:
+            fn(self)
