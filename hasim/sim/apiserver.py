@@ -7,6 +7,7 @@ connections; a host power-off leaves them unanswered (:mod:`hasim.sim.network`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hasim.sim.network import Network, Proc
@@ -30,6 +31,9 @@ class Apiservers:
         self.net = net
         self.service_time = service_time
         self.procs: list[Proc] = []
+        #: Whether an apiserver's etcd access path reaches a leader with quorum. Set by the
+        #: engine from the topology; without etcd in the model, storage always answers.
+        self.etcd_ok: Callable[[Proc], bool] = lambda proc: True
 
     def add(self, host: str) -> Proc:
         proc = (host, "apiserver")
@@ -42,9 +46,11 @@ class Apiservers:
         return self.service_time
 
     def healthy(self, proc: Proc) -> bool:
-        """``GET /healthz`` answers 200 (the process is up and can serve)."""
-        return self.net.is_alive(proc)
+        """``GET /healthz`` answers 200: the process is up and its etcd check passes."""
+        return self.net.is_alive(proc) and self.etcd_ok(proc)
 
     def can_write(self, proc: Proc) -> bool:
-        """Whether a write sent to ``proc`` is committed (its storage is reachable)."""
-        return self.net.is_alive(proc)
+        """Whether a request served by ``proc`` succeeds. Writes need etcd's quorum, and so
+        do reads in kubespray 2016 (``--etcd-quorum-read=true``) and etcd v3's default
+        linearizable reads; only ``/healthz`` itself answers without it (with 500)."""
+        return self.net.is_alive(proc) and self.etcd_ok(proc)

@@ -13,11 +13,13 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.clients import DirectDialer, Kubelet, KubeProxy
+from hasim.sim.etcd import EtcdCluster, EtcdProxy, Flannel
 from hasim.sim.faults import FaultInjector
 from hasim.sim.haproxy import HAProxy
 from hasim.sim.lifecycle import ControllerManager
@@ -25,6 +27,7 @@ from hasim.sim.metrics import SimResult, build_result
 from hasim.sim.network import Network, Proc
 from hasim.sim.nginx import NginxProxy
 from hasim.sim.records import Recorder
+from hasim.sim.vip import Vip
 from hasim.topology import build_topology
 
 #: One random stream per purpose; the order is part of the reproducibility contract.
@@ -61,11 +64,37 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     state = ClusterState()
     clock_phase = float(rng["clock"].random())
 
+    members = [d["host"] for _, d in g.nodes(data=True) if d["component"] == "etcd"]
+    etcd = EtcdCluster(env, net, rec, members, spec.etcd, rng["control-plane"])
+    for h in members:
+        net.add_process((h, "etcd"))
+    proxies: dict[str, EtcdProxy] = {}
     for n, d in g.nodes(data=True):
         if d["component"] == "apiserver":
             apis.add(d["host"])
-        elif d["component"] in {"etcd", "etcd-proxy", "flannel", "scheduler"}:
+        elif d["component"] == "etcd-proxy":
+            proxies[n] = EtcdProxy(env, net, d["host"], [_proc(v, g) for v in g.successors(n)],
+                                   etcd, rng["workers"])
+        elif d["component"] == "scheduler":
             net.add_process((d["host"], d["component"]))
+
+    def etcd_path(node: str) -> Any:
+        """How a component reaches etcd: (proxy, None) or (None, [members])."""
+        targets = [v for v in g.successors(node) if g.edges[node, v]["purpose"] == "etcd"]
+        via = [proxies[v] for v in targets if v in proxies]
+        return (via[0] if via else None), [_proc(v, g) for v in targets if v not in proxies]
+
+    api_etcd = {(d["host"], "apiserver"): etcd_path(n) for n, d in g.nodes(data=True)
+                if d["component"] == "apiserver"}
+
+    def etcd_ok(proc: Proc) -> bool:
+        proxy, direct = api_etcd.get(proc, (None, []))
+        if proxy is not None:
+            return net.is_alive(proxy.proc) and etcd.serves(proxy.host, proxy.backends)
+        return etcd.serves(proc[0], direct)
+
+    if members:
+        apis.etcd_ok = etcd_ok
 
     balancers: dict[str, Any] = {}
     for n, d in g.nodes(data=True):
@@ -88,12 +117,25 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
             balancers[n] = HAProxy(env, net, rec, d["host"], "external-lb", servers, espec,
                                    rng["checks"], spec.clients.tcp_syn_timeout, apis.healthy)
 
+    vip = None
+    for n, d in g.nodes(data=True):
+        if d["component"] != "vip":
+            continue
+        behind = list(g.successors(n))
+        targets = [balancers[v] if v in balancers else
+                   DirectDialer(env, net, _proc(v, g), spec.clients.tcp_syn_timeout)
+                   for v in behind]
+        vspec = (spec.balancers.external.vip if spec.balancers.external is not None
+                 else ExternalHAProxySpec().vip)
+        vip = Vip(env, net, rec, vspec, [g.nodes[v]["host"] for v in behind], targets,
+                  rng["faults"], renews_ok=lambda h: apis.can_write((h, "apiserver")))
+
     def dialer_for(client_node: str) -> Any:
         targets = [v for v in g.successors(client_node)
                    if g.edges[client_node, v]["purpose"] == "apiserver"]
         target = targets[0]
         if g.nodes[target]["component"] == "vip":
-            target = next(iter(g.successors(target)))  # issue 4: keepalived picks the holder
+            return vip
         if target in balancers:
             return balancers[target]
         return DirectDialer(env, net, _proc(target, g), spec.clients.tcp_syn_timeout)
@@ -114,6 +156,15 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
                           spec.clients, rng=rng["clients"])
             starters.append(p)
             clients[p.name] = (d["host"], d["client_class"])
+
+    for n, d in g.nodes(data=True):
+        if d["component"] != "flannel":
+            continue
+        proxy, direct = etcd_path(n)
+        f = Flannel(env, net, rec, d["host"], etcd, proxy, direct[0] if direct else None,
+                    rng["clients"])
+        starters.append(f)
+        clients[f.name] = (d["host"], d["client_class"])
 
     masters = [d["host"] for _, d in g.nodes(data=True) if d["component"] == "apiserver"]
     cm_spec = spec.controller_manager
@@ -139,4 +190,9 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
         "events": int(events),
         "wall_s": time.perf_counter() - wall0,
     }
-    return build_result(rec, clients, spec.duration, summary, scenario.resolved())
+    result = build_result(rec, clients, spec.duration, summary, scenario.resolved())
+    result.elections = pd.DataFrame(etcd.elections, columns=[
+        "time", "member", "term", "lost_at", "last_heartbeat_at", "election_s"])
+    result.vip_moves = pd.DataFrame(vip.moves if vip else [], columns=[
+        "time", "from", "to", "lost_at", "takeover_s"])
+    return result

@@ -42,6 +42,12 @@ class Network:
         self.sessions: dict[Proc, set[Session]] = {}
         #: Called with (proc, up) when a process starts or stops, for components to react.
         self.watchers: dict[Proc, list[Callable[[bool], None]]] = {}
+        #: Called after any change of hosts, processes or partitions (etcd, VIPs re-evaluate).
+        self.on_change: list[Callable[[], None]] = []
+        #: Processes a supervisor restarts after a crash (systemd ``RestartSec``), in seconds.
+        self.restart_after: dict[Proc, float] = {}
+        #: Processes a fault holds down: the supervisor's restarts fail until it ends.
+        self.held: set[Proc] = set()
 
     # -- state ------------------------------------------------------------------------------
     def add_process(self, proc: Proc) -> None:
@@ -79,6 +85,16 @@ class Network:
         self._notify(proc, False)
         for sess in list(self.sessions.get(proc, ())):
             sess.close(cause, self.env.now)
+        self.changed()
+        if proc in self.restart_after:
+            self.env.process(self._supervise(proc))
+
+    def _supervise(self, proc: Proc):  # type: ignore[no-untyped-def]
+        """systemd restarts a crashed unit after ``RestartSec`` while its host is up."""
+        while not self.alive.get(proc, False):
+            yield self.env.timeout(self.restart_after[proc])
+            if self.host_up.get(proc[0], True) and proc not in self.held:
+                self.start(proc)
 
     def start(self, proc: Proc) -> None:
         """The process (re)starts with no memory of old connections."""
@@ -87,6 +103,7 @@ class Network:
         self.alive[proc] = True
         self.epoch[proc] = self.epoch.get(proc, 0) + 1
         self._notify(proc, True)
+        self.changed()
 
     def power_off(self, host: str) -> None:
         """The host vanishes: no FIN, no RST; its peers hear nothing at all."""
@@ -96,12 +113,29 @@ class Network:
                 self.alive[proc] = False
                 self.epoch[proc] += 1
                 self._notify(proc, False)
+        self.changed()
 
     def power_on(self, host: str) -> None:
         """The host boots and its processes start afresh."""
         self.host_up[host] = True
         for proc in [p for p in self.alive if p[0] == host]:
             self.start(proc)
+        self.changed()
+
+    def partition(self, pairs: set[frozenset[str]]) -> set[frozenset[str]]:
+        """Drop packets between each pair of hosts; returns the pairs newly blocked."""
+        new = pairs - self.blocked
+        self.blocked |= new
+        self.changed()
+        return new
+
+    def heal(self, pairs: set[frozenset[str]]) -> None:
+        self.blocked.difference_update(pairs)
+        self.changed()
+
+    def changed(self) -> None:
+        for fn in list(self.on_change):
+            fn()
 
     def _notify(self, proc: Proc, up: bool) -> None:
         for fn in self.watchers.get(proc, ()):

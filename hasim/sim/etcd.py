@@ -1,0 +1,226 @@
+"""etcd: the raft cluster, the v2 proxy of 2016, and what an etcd client can reach.
+
+Raft (MODEL.md §3, etcd ``raft/raft.go``): the leader sends a heartbeat every
+``heartbeat_interval``; a follower that hears nothing for its randomized election timeout
+(drawn in [E, 2E) afresh each term) becomes a candidate, and wins with the votes of a
+majority one round trip later. A leader that cannot reach a majority steps down
+(CheckQuorum). Without a majority of members up and connected there is no leader and no
+write. hasim evaluates this when the network changes rather than simulating every
+heartbeat: a leader loss at ``t`` means the last heartbeat was at ``t - U(0, H)``, and
+each surviving follower times out at that instant plus its own U[E, 2E).
+
+The etcd v2 proxy (``proxy/httpproxy``; MODEL.md §2.4) on each ``k8s-cluster`` host that
+is not a member: it tries the available endpoints in order; an endpoint that fails is
+skipped for ``failure-wait`` (5 s); every ``refresh-interval`` (30 s) it shuffles the
+endpoints and marks all available; a connect waits at most ``dial-timeout`` (1 s); all
+tried and failed: 502. When the proxy dies, kubespray's unit restarts it after 15 s
+(``RestartSec=15s``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from hasim.scenario import EtcdSpec
+from hasim.sim.network import OK, REFUSED, Network, Proc
+from hasim.sim.records import Recorder
+
+FAILURE_WAIT = 5.0
+REFRESH_INTERVAL = 30.0
+DIAL_TIMEOUT = 1.0
+PROXY_RESTART_SEC = 15.0
+
+
+class EtcdCluster:
+    """The raft group: who leads, and whether a member can reach a leader with quorum."""
+
+    def __init__(self, env: simpy.Environment, net: Network, rec: Recorder, hosts: list[str],
+                 spec: EtcdSpec, rng: np.random.Generator) -> None:
+        self.env, self.net, self.rec = env, net, rec
+        self.members: list[Proc] = [(h, "etcd") for h in hosts]
+        self.spec = spec
+        self.rng = rng
+        self.quorum = len(hosts) // 2 + 1
+        self.leader: Proc | None = self.members[0] if hosts else None
+        self.term = 1
+        self.electing = False
+        #: (time, member, term, lost_at, last_heartbeat_at, election_s)
+        self.elections: list[tuple[float, str, int, float, float, float]] = []
+        self._change = env.event()
+        if self.leader is not None:
+            rec.state(0.0, "etcd", self.leader[0], "raft", "follower", "leader", "initial leader")
+        net.on_change.append(self._on_change)
+
+    # -- what clients can reach ---------------------------------------------------------------
+    def _connected(self, m: Proc) -> int:
+        net = self.net
+        return sum(1 for o in self.members if net.is_alive(o) and net.reachable(m[0], o[0]))
+
+    def has_quorum(self, m: Proc) -> bool:
+        """Whether member ``m`` is up and connected to a majority (itself included)."""
+        return self.net.is_alive(m) and self._connected(m) >= self.quorum
+
+    def committed(self, member: Proc) -> bool:
+        """Whether a request handed to ``member`` is committed: a leader with quorum exists
+        and ``member`` reaches it (a follower forwards to the leader)."""
+        lead = self.leader
+        net = self.net
+        return (
+            lead is not None
+            and not self.electing
+            and net.is_alive(member)
+            and (member == lead or net.reachable(member[0], lead[0]))
+        )
+
+    def serves(self, src_host: str, endpoints: list[Proc]) -> bool:
+        """Whether a client on ``src_host`` given ``endpoints`` (members) gets an answer."""
+        net = self.net
+        return any(
+            net.reachable(src_host, m[0]) and self.committed(m) for m in endpoints
+        )
+
+    # -- raft ---------------------------------------------------------------------------------
+    def _on_change(self) -> None:
+        if not self._change.triggered:
+            self._change.succeed()
+        self._change = self.env.event()
+        lead = self.leader
+        if lead is not None and self.has_quorum(lead):
+            return
+        if self.electing:
+            return
+        now = self.env.now
+        if lead is not None:
+            self.rec.state(now, "etcd", lead[0], "raft", "leader", "follower",
+                           "leader lost (down or no quorum)")
+            self.leader = None
+        self.electing = True
+        last_hb = now - float(self.rng.uniform(0, self.spec.heartbeat_interval))
+        self.env.process(self._elect(now, last_hb))
+
+    def _elect(self, lost_at: float, last_hb: float) -> Generator[simpy.Event, Any, None]:
+        env, spec, net = self.env, self.spec, self.net
+        e = spec.election_timeout
+        while True:
+            # Every member draws its timeout, in member order, so that runs compare.
+            timeouts = {m: last_hb + float(self.rng.uniform(e, 2 * e)) for m in self.members}
+            able = [m for m in self.members if self.has_quorum(m)]
+            if not able:
+                yield self._change  # nothing can win until the network changes
+                last_hb = env.now
+                continue
+            winner = min(able, key=lambda m: timeouts[m])
+            at = max(timeouts[winner], env.now) + net.rtt
+            yield env.timeout(at - env.now)
+            if self.has_quorum(winner):
+                self.term += 1
+                self.leader = winner
+                self.electing = False
+                self.elections.append((env.now, winner[0], self.term, lost_at, last_hb,
+                                       env.now - last_hb))
+                self.rec.state(env.now, "etcd", winner[0], "raft", "candidate", "leader",
+                               f"won term {self.term}")
+                return
+            last_hb = env.now  # the candidate lost its majority: a new term starts
+
+
+class EtcdProxy:
+    """The etcd v2 proxy on one host (2016, ``etcd_multiaccess: false``)."""
+
+    def __init__(self, env: simpy.Environment, net: Network, host: str, backends: list[Proc],
+                 etcd: EtcdCluster, rng: np.random.Generator) -> None:
+        self.env, self.net, self.etcd = env, net, etcd
+        self.host = host
+        self.proc: Proc = (host, "etcd-proxy")
+        self.backends = list(backends)
+        self.order = list(backends)
+        self.failed_until: dict[Proc, float] = {}
+        self.rng = rng
+        self.next_refresh = REFRESH_INTERVAL * float(rng.random())
+        net.add_process(self.proc)
+        net.restart_after[self.proc] = PROXY_RESTART_SEC
+
+    def _refresh(self) -> None:
+        now = self.env.now
+        while now >= self.next_refresh:
+            self.next_refresh += REFRESH_INTERVAL
+            self.rng.shuffle(self.order)  # type: ignore[arg-type]
+            self.failed_until.clear()
+
+    def request(self, client_host: str) -> Generator[simpy.Event, Any, str]:
+        """One client request through the proxy: ``ok``, ``refused`` (proxy down) or
+        ``error`` (502/503: no endpoint answered)."""
+        env, net = self.env, self.net
+        if net.connect(client_host, self.proc) != OK:
+            yield env.timeout(0.0)
+            return REFUSED
+        self._refresh()
+        now = env.now
+        for m in self.order:
+            if self.failed_until.get(m, -1.0) > now:
+                continue
+            outcome = net.connect(self.host, m)
+            if outcome == OK and self.etcd.committed(m):
+                yield env.timeout(2 * net.rtt)
+                return OK
+            yield env.timeout(net.rtt if outcome in (OK, REFUSED) else DIAL_TIMEOUT)
+            self.failed_until[m] = env.now + FAILURE_WAIT
+            now = env.now
+        return "error"
+
+
+class Flannel:
+    """flannel's etcd traffic (2016): its subnet watch, re-established every ``period``.
+
+    Its config writer takes ONE ``--etcd-server`` (the first of the list), so with
+    ``etcd_multiaccess`` it has no failover; through the local proxy it has the proxy's.
+    """
+
+    PERIOD = 10.0
+    TIMEOUT = 10.0
+
+    def __init__(self, env: simpy.Environment, net: Network, rec: Recorder, host: str,
+                 etcd: EtcdCluster, proxy: EtcdProxy | None, member: Proc | None,
+                 rng: np.random.Generator) -> None:
+        self.env, self.net, self.rec, self.etcd = env, net, rec, etcd
+        self.host = host
+        self.proc: Proc = (host, "flannel")
+        self.name = f"{host}/flannel"
+        self.proxy = proxy
+        self.member = member
+        self.offset = float(rng.uniform(0, self.PERIOD))
+        net.add_process(self.proc)
+
+    def start(self) -> None:
+        self.env.process(self._run())
+
+    def _once(self) -> Generator[simpy.Event, Any, tuple[str, str]]:
+        env, net = self.env, self.net
+        if self.proxy is not None:
+            outcome = yield from self.proxy.request(self.host)
+            return outcome, self.host
+        assert self.member is not None
+        m = self.member
+        outcome = net.connect(self.host, m)
+        if outcome == OK:
+            yield env.timeout(2 * net.rtt)
+            return (OK if self.etcd.committed(m) else "error"), m[0]
+        if outcome == REFUSED:
+            yield env.timeout(net.rtt)
+            return REFUSED, m[0]
+        yield env.timeout(self.TIMEOUT)
+        return "timeout", m[0]
+
+    def _run(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        yield env.timeout(self.offset)
+        while True:
+            if self.net.is_alive(self.proc):
+                start = env.now
+                outcome, backend = yield from self._once()
+                self.rec.request(self.name, self.host, start, env.now, outcome, backend, "etcd")
+            yield env.timeout(self.PERIOD)
