@@ -324,6 +324,9 @@ class ScenarioSpec(_Strict):
     apiserver: ApiserverSpec = Field(default_factory=ApiserverSpec)
     faults: list[FaultSpec] = Field(default_factory=list)
     duration: PositiveDuration = 600.0
+    #: ``full``: every client, LB and control loop; ``structural``: only the fault
+    #: timeline and who has a working path (long-run availability over simulated years).
+    fidelity: Literal["full", "structural"] = "full"
     replications: int = Field(1, ge=1)
     seed: int = Field(0, ge=0)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ import simpy
 
 from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
 from hasim.sim.apiserver import Apiservers, ClusterState
+from hasim.sim.availability import ETCD_QUORUM, structural
 from hasim.sim.clients import DirectDialer, Kubelet, KubeProxy
 from hasim.sim.etcd import EtcdCluster, EtcdProxy, Flannel
 from hasim.sim.faults import FaultInjector
@@ -95,6 +96,9 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
 
     if members:
         apis.etcd_ok = etcd_ok
+
+    if spec.fidelity == "structural":
+        return _structural(scenario, g, env, net, rec, etcd, rng, seed, wall0)
 
     balancers: dict[str, Any] = {}
     for n, d in g.nodes(data=True):
@@ -195,4 +199,36 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
         "time", "member", "term", "lost_at", "last_heartbeat_at", "election_s"])
     result.vip_moves = pd.DataFrame(vip.moves if vip else [], columns=[
         "time", "from", "to", "lost_at", "takeover_s"])
+    return result
+
+
+def _structural(scenario: Scenario, g: Any, env: simpy.Environment, net: Network, rec: Recorder,
+                etcd: EtcdCluster, rng: dict[str, np.random.Generator], seed: int,
+                wall0: float) -> SimResult:
+    """Faults only; availability from who has a working path at each instant."""
+    spec = scenario.spec
+    for _, d in g.nodes(data=True):
+        if not d.get("virtual"):
+            net.add_process((d["host"], d["component"]))
+    FaultInjector(env, net, rec, scenario, rng["faults"]).start()
+    env.run(until=spec.duration)
+    events = next(env._eid) - len(env._queue)  # type: ignore[attr-defined]
+    table, per_class = structural(g, rec.faults, spec.duration)
+    clients = {str(r.client): (str(r.host), str(r.client_class)) for r in table.itertuples()
+               if r.client != ETCD_QUORUM}
+    summary = {
+        "scenario": spec.name,
+        "seed": seed,
+        "duration_s": spec.duration,
+        "hosts": len({d["host"] for _, d in g.nodes(data=True)}),
+        "nodes": sum(1 for _, d in g.nodes(data=True) if d["component"] == "kubelet"),
+        "events": int(events),
+        "wall_s": time.perf_counter() - wall0,
+        "availability": per_class,
+    }
+    result = build_result(rec, clients, spec.duration, summary, scenario.resolved())
+    result.availability = table
+    result.elections = pd.DataFrame(etcd.elections, columns=[
+        "time", "member", "term", "lost_at", "last_heartbeat_at", "election_s"])
+    result.vip_moves = pd.DataFrame([], columns=["time", "from", "to", "lost_at", "takeover_s"])
     return result

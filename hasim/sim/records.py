@@ -21,6 +21,8 @@ class FaultRecord:
     end: float | None
     hosts: frozenset[str]
     procs: frozenset[tuple[str, str]]
+    #: For a partition: the host pairs whose traffic it drops.
+    pairs: frozenset[frozenset[str]] = frozenset()
 
 
 REQUEST_COLUMNS = ("client", "host", "start", "end", "outcome", "backend", "kind")
