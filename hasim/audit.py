@@ -2,9 +2,9 @@
 
 A component is a single point of failure for a client when every path from the client to
 what it needs passes through it: for an apiserver client any apiserver, for an etcd client
-any etcd member. Those are the dominators of a sink joined to every target (Lengauer-
-Tarjan, via :func:`networkx.immediate_dominators`). A VIP is an address, not a process,
-so it is never listed itself; the LB instance behind it is, when there is only one.
+any etcd member: the dominators of a sink joined to every target. A VIP is an address,
+not a process, so it is never listed itself; the LB instance behind it is, when there is
+only one.
 """
 
 from __future__ import annotations
@@ -60,7 +60,12 @@ class Audit:
                 for c in self.classes
             ],
             "plaintext_edges": [
-                {"source": e.source, "target": e.target, "url": e.url, "crosses_hosts": e.crosses_hosts}
+                {
+                    "source": e.source,
+                    "target": e.target,
+                    "url": e.url,
+                    "crosses_hosts": e.crosses_hosts,
+                }
                 for e in self.plaintext
             ],
         }
@@ -72,30 +77,75 @@ def single_points(g: nx.DiGraph, client: str, purpose: str) -> list[str]:
     Targets: apiservers for ``"apiserver"``, etcd members for ``"etcd"``. Only edges of
     that purpose are followed. A client that reaches no target returns ``["unreachable"]``.
     """
-    target_kind = "apiserver" if purpose == "apiserver" else "etcd"
-    sub = nx.DiGraph()
-    sub.add_node(client)
-    for u, v, d in g.edges(data=True):
-        if d["purpose"] == purpose:
-            sub.add_edge(u, v)
-    targets = [n for n in sub if g.nodes[n]["component"] == target_kind]
-    for t in targets:
-        sub.add_edge(t, _SINK)
-    if _SINK not in sub or not nx.has_path(sub, client, _SINK):
-        return ["unreachable"]
-    idom = nx.immediate_dominators(sub, client)
-    chain, node = [], idom[_SINK]
-    while node != client:
-        if not g.nodes[node].get("virtual"):
+    return _Paths(g, purpose).single_points(client)
+
+
+class _Paths:
+    """The edges of one purpose with every target joined to a common sink, built once and
+    shared by all clients, so a 1,000-node audit stays linear in the graph's size.
+
+    On a DAG (the topology always is one: connections run from clients towards servers)
+    the nodes on every path from ``n`` to the sink are ``∩ over successors s of ({s} ∪
+    P(s))``, memoised over the graph. Otherwise: the sink's dominator chain
+    (Lengauer-Tarjan, :func:`networkx.immediate_dominators`), per client.
+    """
+
+    def __init__(self, g: nx.DiGraph, purpose: str) -> None:
+        target_kind = "apiserver" if purpose == "apiserver" else "etcd"
+        sub = nx.DiGraph()
+        sub.add_edges_from((u, v) for u, v, d in g.edges(data=True) if d["purpose"] == purpose)
+        sub.add_edges_from(
+            (t, _SINK) for t in list(sub) if g.nodes[t]["component"] == target_kind
+        )
+        self.g, self.sub = g, sub
+        self.order: dict[str, int] | None = None
+        if nx.is_directed_acyclic_graph(sub):
+            self.order = {n: i for i, n in enumerate(nx.topological_sort(sub))}
+        self.memo: dict[str, frozenset[str] | None] = {_SINK: frozenset()}
+
+    def single_points(self, client: str) -> list[str]:
+        if client not in self.sub:
+            return ["unreachable"]
+        if self.order is None:
+            chain = self._dominator_chain(client)
+        else:
+            on_all = self._on_every_path(client)
+            order = self.order
+            chain = None if on_all is None else sorted(on_all - {_SINK}, key=lambda n: order[n])
+        if chain is None:
+            return ["unreachable"]
+        return [n for n in chain if not self.g.nodes[n].get("virtual")]
+
+    def _on_every_path(self, node: str) -> frozenset[str] | None:
+        """Nodes on every path from ``node`` to the sink; None when there is no path."""
+        if node in self.memo:
+            return self.memo[node]
+        result: frozenset[str] | None = None
+        for s in self.sub.successors(node):
+            below = self._on_every_path(s)
+            if below is None:
+                continue
+            through = below | {s}
+            result = through if result is None else result & through
+        self.memo[node] = result
+        return result
+
+    def _dominator_chain(self, client: str) -> list[str] | None:
+        idom = nx.immediate_dominators(self.sub, client)
+        if _SINK not in idom:
+            return None
+        chain, node = [], idom[_SINK]
+        while node != client:
             chain.append(node)
-        node = idom[node]
-    return list(reversed(chain))
+            node = idom[node]
+        return list(reversed(chain))
 
 
 def audit(g: nx.DiGraph) -> Audit:
     """Single points of failure per client class and plaintext edges of a topology."""
     per_class: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     sizes: Counter[tuple[str, str]] = Counter()
+    paths = {p: _Paths(g, p) for p in ("apiserver", "etcd")}
     for n, d in g.nodes(data=True):
         cls = d.get("client_class")
         if cls is None and d["component"] == "apiserver":
@@ -107,11 +157,10 @@ def audit(g: nx.DiGraph) -> Audit:
                 continue
             key = (cls, purpose)
             sizes[key] += 1
-            for spof in single_points(g, n, purpose):
+            for spof in paths[purpose].single_points(n):
                 per_class[key][_describe(g, n, spof)] += 1
     classes = [
-        ClassAudit(cls, purpose, sizes[(cls, purpose)], dict(per_class[(cls, purpose)].most_common()))
-        for cls, purpose in sorted(sizes)
+        ClassAudit(*key, sizes[key], dict(per_class[key].most_common())) for key in sorted(sizes)
     ]
     plain = [
         PlainEdge(u, v, d["url"], d["crosses_hosts"])

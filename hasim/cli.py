@@ -7,8 +7,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hasim.errors import HasimError, ScenarioError
+
+if TYPE_CHECKING:
+    from hasim.scenario import Scenario
 
 
 def _cluster_and_rules(path: str, rules: str | None) -> tuple[object, str]:
@@ -84,13 +88,42 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate scenario files: exit 0 when all are valid, 2 at the first invalid one."""
-    from hasim.scenario import load_scenario
+    """Validate scenario files: exit 0 when all are valid, 2 when any is not.
 
+    Every file is checked and each invalid one gets one line on stderr. Beyond the schema,
+    the cluster must give every host its endpoints and a topology (a master exists, the
+    external LB map has an address, ...), under each sweep value too.
+    """
+    failed = 0
     for path in args.scenarios:
-        s = load_scenario(path)
+        try:
+            s = _validate_one(path)
+        except HasimError as exc:
+            print(f"hasim: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         print(f"{path}: ok ({s.name}: {len(s.cluster.hosts)} hosts, {len(s.spec.faults)} faults)")
-    return 0
+    return 2 if failed else 0
+
+
+def _validate_one(path: str) -> Scenario:
+    from hasim.scenario import load_scenario
+    from hasim.topology import build_topology
+
+    s = load_scenario(path)
+    build_topology(s)
+    # Each sweep value once, one key at a time: the cartesian product adds nothing a
+    # single value can break, and would be exponential.
+    for key, values in s.spec.sweep.items():
+        for i, value in enumerate(values):
+            try:
+                build_topology(s.with_overrides({key: value}))
+            except ScenarioError as exc:
+                where = f"{exc.field}: " if exc.field and exc.field != key else ""
+                raise ScenarioError(
+                    f"value {value!r}: {where}{exc.problem}", file=path, field=f"sweep.{key}[{i}]"
+                ) from None
+    return s
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -117,7 +117,10 @@ class _Builder:
         ext = next((e for e in self.endpoints.values() if e.external_lb_address), None)
         if ext is None:
             return
-        self.g.graph["external_lb"] = {"address": ext.external_lb_address, "port": ext.external_lb_port}
+        self.g.graph["external_lb"] = {
+            "address": ext.external_lb_address,
+            "port": ext.external_lb_port,
+        }
         for i in range(self.ext_instances):
             name = f"extlb{i + 1}"
             self._add(name, "external-lb", kind="haproxy", external=True)
@@ -174,9 +177,10 @@ class _Builder:
         # the insecure port (--master=http://127.0.0.1:8080), today over TLS on 127.0.0.1.
         h = self.cluster.host(host)
         if "kube_apiserver_insecure_port" in self.defaults:
-            port = h.var("kube_apiserver_insecure_port", self.defaults["kube_apiserver_insecure_port"])
-            return f"http://127.0.0.1:{port}"
-        return f"https://127.0.0.1:{h.var('kube_apiserver_port', self.defaults['kube_apiserver_port'])}"
+            insecure = "kube_apiserver_insecure_port"
+            return f"http://127.0.0.1:{h.var(insecure, self.defaults[insecure])}"
+        port = h.var("kube_apiserver_port", self.defaults["kube_apiserver_port"])
+        return f"https://127.0.0.1:{port}"
 
     def _resolve(self, host: str, url: str, ep: Endpoints, purpose: str) -> str:
         """The node answering ``url`` when a process on ``host`` connects to it."""
@@ -230,7 +234,9 @@ class _Builder:
             scheme=parts.scheme,
             port=parts.port,
             tls=parts.scheme == "https",
-            crosses_hosts=self.g.nodes[dst]["host"] not in {host, "vip"},
+            # A VIP is an address held by one of the LB instances, never by the client's
+            # own host, so a connection to it leaves the host like any other.
+            crosses_hosts=self.g.nodes[dst]["host"] != host,
         )
 
 
