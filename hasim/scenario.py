@@ -445,9 +445,7 @@ def scenario_from_dict(
         spec = ScenarioSpec.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = [str(x) for x in err["loc"] if not str(x).startswith(("function-", "tagged-"))]
-        # Drop pydantic's union-member tags (e.g. 'nginx') from the field path.
-        field = ".".join(loc) or "(top level)"
+        field = _field_path(raw, err["loc"])
         problem = _problem(err)
         if len(exc.errors()) > 1:
             problem += f" (and {len(exc.errors()) - 1} more problem(s))"
@@ -457,7 +455,33 @@ def scenario_from_dict(
     _check_sweep(spec, raw, path)
     scenario = Scenario(spec=spec, cluster=cluster, raw=raw, path=path)
     _check_targets(scenario, text)
+    # The endpoint rules raise on what a cluster cannot be (no master, a broken
+    # loadbalancer_apiserver): say so now, not at the first run.
+    from hasim.endpoints import evaluate_endpoints
+
+    evaluate_endpoints(scenario)
     return scenario
+
+
+def _field_path(raw: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
+    """The dotted path of ``loc`` as the user wrote it: pydantic inserts the tag of a
+    tagged union member (``balancers.local.nginx.max_fails``), which is not in the file."""
+    parts: list[str] = []
+    node: Any = raw
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif not last and isinstance(node, Mapping) and node.get("kind") == part:
+            continue  # the union tag
+        elif isinstance(part, str) and part.startswith(("function-", "tagged-")):
+            continue
+        else:
+            node = None
+        parts.append(f"[{part}]" if isinstance(part, int) else str(part))
+    return ".".join(parts).replace(".[", "[") or "(top level)"
 
 
 def _problem(err: Mapping[str, Any]) -> str:
@@ -465,6 +489,9 @@ def _problem(err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     if kind == "extra_forbidden":
         return "unknown key"
+    if kind in {"union_tag_not_found", "union_tag_invalid"}:
+        expected = err.get("ctx", {}).get("expected_tags", "nginx, haproxy")
+        return f"needs 'kind', one of: {expected}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     given = err.get("input")
@@ -554,20 +581,21 @@ def _check_sweep(spec: ScenarioSpec, raw: Mapping[str, Any], path: str | None) -
     for key, values in spec.sweep.items():
         if not values:
             raise ScenarioError("a sweep needs at least one value", file=path, field=f"sweep.{key}")
-        probe = copy.deepcopy(dict(raw))
-        probe.pop("sweep", None)
-        try:
-            _set_dotted(probe, key, values[0], path)
-            ScenarioSpec.model_validate(probe)
-        except ScenarioError as exc:
-            raise ScenarioError(exc.problem, file=path, field=f"sweep.{key}") from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ScenarioError(
-                f"{'.'.join(map(str, err['loc']))}: {_problem(err)}",
-                file=path,
-                field=f"sweep.{key}",
-            ) from None
+        for i, value in enumerate(values):
+            probe = copy.deepcopy(dict(raw))
+            probe.pop("sweep", None)
+            try:
+                _set_dotted(probe, key, value, path)
+                ScenarioSpec.model_validate(probe)
+            except ScenarioError as exc:
+                raise ScenarioError(exc.problem, file=path, field=f"sweep.{key}[{i}]") from None
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise ScenarioError(
+                    f"{_field_path(probe, err['loc'])}: {_problem(err)}",
+                    file=path,
+                    field=f"sweep.{key}[{i}]",
+                ) from None
 
 
 def _check_targets(scenario: Scenario, text: str | None) -> None:

@@ -33,10 +33,19 @@ class TargetError(ValueError):
 
 
 def external_lb_hosts(scenario: Any) -> list[str]:
-    """Names of the external LB instances of a scenario (none without ``balancers.external``)."""
+    """Names of the external LB instances: one per ``balancers.external.instances`` (1 by
+    default) when the cluster defines ``loadbalancer_apiserver``; none behind kube-vip,
+    whose VIP lives on the control-plane nodes themselves."""
+    cluster = getattr(scenario, "cluster", scenario)
+    if not any(h.var("loadbalancer_apiserver") is not None for h in cluster.hosts):
+        return []
     spec = getattr(scenario, "spec", None)
     ext = getattr(getattr(spec, "balancers", None), "external", None)
-    return [f"extlb{i + 1}" for i in range(ext.instances)] if ext is not None else []
+    if ext is None:
+        return ["extlb1"]
+    if ext.vip.kind == "kube-vip":
+        return []
+    return [f"extlb{i + 1}" for i in range(ext.instances)]
 
 
 def resolve_target(scenario_or_cluster: Any, text: str) -> list[tuple[str, str | None]]:

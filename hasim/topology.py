@@ -121,6 +121,17 @@ class _Builder:
             "address": ext.external_lb_address,
             "port": ext.external_lb_port,
         }
+        if self.vip_kind == "kube-vip":
+            # kube-vip (ARP mode) puts the VIP on a control-plane node itself: traffic goes
+            # straight to the holder's apiserver, with no LB instance in between.
+            self.g.add_node(VIP_NODE, host="vip", component="vip", layer=LAYERS["vip"],
+                            kind=self.vip_kind, address=ext.external_lb_address, virtual=True)
+            for url in ext.external_lb_backends:
+                api = self._at(url)
+                self.g.add_edge(VIP_NODE, api, purpose="apiserver", url=url,
+                                scheme="https", port=urlsplit(url).port, tls=True,
+                                crosses_hosts=True)
+            return
         for i in range(self.ext_instances):
             name = f"extlb{i + 1}"
             self._add(name, "external-lb", kind="haproxy", external=True)

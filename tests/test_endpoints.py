@@ -598,16 +598,16 @@ def test_error_no_master() -> None:
         "etcd1": {"ip": "10.0.2.1", "groups": ["etcd"]},
         "node1": {"ip": "10.0.1.1", "groups": ["kube-node"]},
     }
-    sc = scenario(hosts=hosts)
     with pytest.raises(hasim.ScenarioError) as exc:
+        sc = scenario(hosts=hosts)
         hasim.evaluate_endpoints(sc)
     assert "kube-master" in str(exc.value)
 
 
 @pytest.mark.parametrize("rules", ["ha-mode-2016", K26])
 def test_error_external_lb_without_address(rules: str) -> None:
-    sc = scenario({"loadbalancer_apiserver": {"port": 8383}}, rules=rules)
     with pytest.raises(hasim.ScenarioError) as exc:
+        sc = scenario({"loadbalancer_apiserver": {"port": 8383}}, rules=rules)
         hasim.evaluate_endpoints(sc, rules=rules)
     assert "loadbalancer_apiserver.address" in str(exc.value)
 
@@ -615,8 +615,8 @@ def test_error_external_lb_without_address(rules: str) -> None:
 @pytest.mark.parametrize("rules", ["ha-mode-2016", K26])
 @pytest.mark.parametrize("value", ["10.9.9.9", ["10.9.9.9", 8383]])
 def test_error_external_lb_not_a_map(rules: str, value: Any) -> None:
-    sc = scenario({"loadbalancer_apiserver": value}, rules=rules)
     with pytest.raises(hasim.ScenarioError) as exc:
+        sc = scenario({"loadbalancer_apiserver": value}, rules=rules)
         hasim.evaluate_endpoints(sc, rules=rules)
     assert "loadbalancer_apiserver" in str(exc.value)
 

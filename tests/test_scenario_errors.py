@@ -260,11 +260,6 @@ def test_validate_reports_each_bad_file_on_its_own_line(
     assert str(b) in err[1] and "cluster.rules" in err[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hasim/scenario.py keeps pydantic's union tag in the field path "
-    "('balancers.local.nginx.max_fail'), a path that is not in the file",
-)
 def test_field_path_has_no_union_tag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, "name: x\n" + GOOD_CLUSTER
                   + "balancers:\n  local: {kind: nginx, max_fail: 3}\n")
