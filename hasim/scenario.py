@@ -183,6 +183,10 @@ class ExternalHAProxySpec(_HAProxyBase):
     timeout_client: PositiveDuration = 3 * 3600.0
     timeout_server: PositiveDuration = 3 * 3600.0
     instances: int = Field(1, ge=1, le=16)
+    #: ``dedicated``: ``instances`` LB hosts (extlb1..) reached at the LB address;
+    #: ``every-node``: an instance on every k8s-cluster host, each reaching its own (the
+    #: 2016 doc's note: HA for the HAProxy instances without a VIP).
+    placement: Literal["dedicated", "every-node"] = "dedicated"
     vip: VipSpec = Field(default_factory=VipSpec)
 
 

@@ -43,8 +43,8 @@ def external_lb_hosts(scenario: Any) -> list[str]:
     ext = getattr(getattr(spec, "balancers", None), "external", None)
     if ext is None:
         return ["extlb1"]
-    if ext.vip.kind == "kube-vip":
-        return []
+    if ext.vip.kind == "kube-vip" or ext.placement == "every-node":
+        return []  # no LB hosts of their own: target HOST/lb instead
     return [f"extlb{i + 1}" for i in range(ext.instances)]
 
 

@@ -81,6 +81,7 @@ class _Builder:
         ext = getattr(getattr(getattr(scenario, "spec", None), "balancers", None), "external", None)
         self.ext_instances = ext.instances if ext is not None else 1
         self.vip_kind = ext.vip.kind if ext is not None else "none"
+        self.every_node = ext is not None and ext.placement == "every-node"
         self.defaults = get_rules(rules).defaults
 
     def build(self) -> nx.DiGraph:
@@ -131,6 +132,13 @@ class _Builder:
                 self.g.add_edge(VIP_NODE, api, purpose="apiserver", url=url,
                                 scheme="https", port=urlsplit(url).port, tls=True,
                                 crosses_hosts=True)
+            return
+        if self.every_node:
+            for h in self.cluster.hosts:
+                if self.endpoints[h.name].external_lb_address and self.endpoints[h.name].apiserver:
+                    n = self._add(h.name, "external-lb", kind="haproxy", external=True)
+                    for url in ext.external_lb_backends:
+                        self._edge(n, h.name, url, "apiserver", self._at(url))
             return
         for i in range(self.ext_instances):
             name = f"extlb{i + 1}"
@@ -216,6 +224,8 @@ class _Builder:
                 break
         ext = self.g.graph.get("external_lb")
         if ext and name == ext["address"]:
+            if self.every_node:
+                return node_id(host, "external-lb")  # each host's own instance
             return VIP_NODE if VIP_NODE in self.g else node_id("extlb1", "external-lb")
         return self._at(url, name)
 
