@@ -24,6 +24,7 @@ mark-down unless ``shutdown_sessions`` (``on-marked-down shutdown-sessions``).
 from __future__ import annotations
 
 from collections.abc import Generator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -167,9 +168,18 @@ class HAProxy:
                     passed, why = False, "Layer7 timeout"
                 else:
                     yield env.timeout(net.rtt + reply)
-                    healthy = self.api_health is None or self.api_health(srv.proc)
-                    passed = healthy or s.check_type != "httpchk"
-                    why = "Layer7 check passed" if passed else "Layer7 wrong status 500"
+                    if not net.reachable(self.host, srv.proc[0]):
+                        # The host vanished (power-off, partition) while the check was in
+                        # flight: no reply and no RST will ever come, so the check ends when
+                        # its task expires (check.c/tcpcheck.c: `timeout check` after the
+                        # connect, else `inter` from the start) as "Layer7 timeout", not
+                        # at once with an error status.
+                        yield env.timeout(limit - reply)
+                        passed, why = False, "Layer7 timeout"
+                    else:
+                        healthy = self.api_health is None or self.api_health(srv.proc)
+                        passed = healthy or s.check_type != "httpchk"
+                        why = "Layer7 check passed" if passed else "Layer7 wrong status 500"
             if gen != self.generation:
                 return
             change = srv.counter.report(passed)
@@ -246,7 +256,7 @@ class HAProxy:
                     sess = Session(net, client, [(client[0], self.proc), (self.host, srv.proc)],
                                    srv.proc, lb=self.name)
                     srv.sessions.add(sess)
-                    sess.on_close.append(lambda x, srv=srv: self._release(srv, x))
+                    sess.on_close.append(partial(self._release, srv))
                     current = None
                     env.process(self._idle_timer(sess))
                     return sess

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -189,7 +190,8 @@ class NginxProxy:
 
     def _fresh_workers(self) -> None:
         self.workers = [
-            NginxUpstream(len(self.servers), self.spec.max_fails, self.fail_timeout, self.spec.balance)
+            NginxUpstream(len(self.servers), self.spec.max_fails, self.fail_timeout,
+                          self.spec.balance)
             for _ in range(self.spec.workers)
         ]
 
@@ -231,7 +233,7 @@ class NginxProxy:
                 yield env.timeout(net.rtt)
                 sess = Session(net, client, [(client[0], self.proc), (self.host, srv)], srv,
                                lb=self.name)
-                sess.on_close.append(lambda s, up=up, i=i: self._finalize(up, i, s))
+                sess.on_close.append(partial(self._finalize, up, i))
                 env.process(self._idle_timer(sess))
                 return sess
             yield env.timeout(net.rtt if outcome == REFUSED else spec.proxy_connect_timeout)
