@@ -60,7 +60,10 @@ class DirectDialer:
         if outcome == REFUSED:
             yield self.env.timeout(self.net.rtt)
             return REFUSED
-        yield self.env.timeout(self.syn_timeout)  # tcp_syn_retries: the kernel gives up
+        # tcp_syn_retries: the kernel gives up. The client's own dial timeout (client-go
+        # ``net.Dialer{Timeout: 30s}``, or the request's) usually ends the wait first:
+        # Client._dial then stops waiting for this attempt.
+        yield self.env.timeout(self.syn_timeout)
         return TIMEOUT
 
 
@@ -117,7 +120,15 @@ class Client:
         timer = env.timeout(limit)
         yield proc | timer
         if not proc.triggered:
-            proc.interrupt("dial timeout")
+            # The client gives up and closes its socket. A proxy in between does not stop
+            # its upstream connect for that: nginx's stream proxy does not watch the client
+            # while it connects upstream (it still counts a proxy_connect_timeout against
+            # the server), nor does HAProxy without ``option abortonclose``; it meets the
+            # closed client only afterwards. So the attempt runs on and a session it yields
+            # is closed at once. (Interrupting it instead crashed the run whenever a
+            # proxy's connect outlasted the request, e.g. nginx's default
+            # proxy_connect_timeout 60s against the kubelet's 10 s.)
+            proc.callbacks.append(self._abandoned)
             return TIMEOUT
         result = proc.value
         if isinstance(result, Session):
@@ -128,6 +139,10 @@ class Client:
             if self.ping:
                 env.process(self._pinger(result))
         return result  # type: ignore[no-any-return]
+
+    def _abandoned(self, ev: simpy.Event) -> None:
+        if ev.ok and isinstance(ev.value, Session):
+            ev.value.close("client gave up", self.env.now)
 
     # -- one request ----------------------------------------------------------------------
     def request(self, kind: str, timeout: float, write: bool = False
@@ -290,6 +305,16 @@ class KubeProxy(Client):
     """kube-proxy: list, then watch, over its own connection; re-list after a failure."""
 
     LIST_TIMEOUT = 60.0
+    #: client-go's dialer sets ``net.Dialer{KeepAlive: 30s}``; Go applies it as both
+    #: TCP_KEEPIDLE and TCP_KEEPINTVL (``net/tcpsockopt_unix.go``), and Linux gives up
+    #: after ``tcp_keepalive_probes`` = 9 unanswered probes: an idle connection whose peer
+    #: vanished errors 30 + 9 x 30 = 300 s after the last packet received.
+    KEEPALIVE_IDLE = 30.0
+    KEEPALIVE_PROBES = 9
+    #: How often a watch hung behind a local LB re-looks at its path once the server's
+    #: end of it is due: the server retransmits its FIN, which gets through once a
+    #: partition heals.
+    KEEPALIVE_RECHECK = 30.0
 
     def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -317,14 +342,58 @@ class KubeProxy(Client):
             backoff = min(2 * backoff, spec.watch_backoff_cap)
 
     def _watch(self, sess: Session) -> Generator[simpy.Event, Any, str]:
-        env = self.env
+        """Wait on the watch until the server ends it, or the connection is found dead.
+
+        The server ends a watch after ``timeoutSeconds`` (in [5, 10) min) with a FIN; if
+        the path is blackholed by then, that FIN never arrives and the reflector keeps
+        waiting. (Before this fix the watch "ended" on its timer even with the server
+        powered off, and the re-list started a fresh tcp_retries2 clock: a legacy
+        kube-proxy behind nginx looked dead for 20 min instead of nginx's 10 min
+        ``proxy_timeout``.) What ends a hung watch: the HTTP/2 ping (modern), nginx
+        ``proxy_timeout`` or HAProxy ``timeout server``/``client`` (they close the session),
+        or the kernel's keepalive on the client's own socket when that first hop is the
+        blackholed one (a direct connection, or one to an external LB):
+        ``KEEPALIVE_IDLE`` x (1 + ``KEEPALIVE_PROBES``) after the last packet received.
+        Keepalive probes go every ``KEEPALIVE_IDLE`` of silence and an answered one
+        counts as a packet received, so the check runs on that grid. nginx and HAProxy do
+        not set keepalive on their upstream sockets by default (``proxy_socket_keepalive
+        off``, no ``option srvtcpka``): behind a local LB only the LB's timers apply.
+        """
+        env, net = self.env, self.net
         length = 300.0 * (1 + float(self.rng.random()))  # minWatchTimeout x [1, 2)
         broken = sess.wait_broken()
-        yield broken | env.timeout(length)
-        if not broken.triggered:
-            return OK  # the server ended the watch; the reflector starts a new one
+        end_at = env.now + length
+        src, dst, _epoch = sess.hops[0]
+        own_socket_remote = src != dst[0]
+        dead_after = self.KEEPALIVE_IDLE * (1 + self.KEEPALIVE_PROBES)
+        rx = sess.last_read  # the last packet received on the client's own socket
+        while not broken.triggered:
+            now = env.now
+            state = sess.state()
+            if now >= end_at - 1e-9:
+                if state == OK:
+                    return OK  # the server ended the watch; the reflector starts a new one
+                if state == RESET:
+                    sess.close("reset", now)
+                    break
+            if own_socket_remote:
+                if net.reachable(src, dst[0]):
+                    rx = max(rx, sess.last_read, now)  # a keepalive probe is answered
+                    if state == RESET:  # ... with RST: the peer forgot the connection
+                        sess.close("reset", now)
+                        break
+                elif now >= max(rx, sess.last_read) + dead_after - 1e-9:
+                    sess.close("tcp keepalive", now)
+                    break
+                wake = self.KEEPALIVE_IDLE
+            else:
+                wake = self.KEEPALIVE_RECHECK  # a late FIN once a blackhole heals
+            if now < end_at - 1e-9:
+                wake = min(wake, end_at - now) if own_socket_remote else end_at - now
+            yield broken | env.timeout(wake)
         cause = sess.cause
-        outcome = TIMEOUT if cause in {"http2 ping timeout", "tcp_retries2"} else RESET
+        lost = {"http2 ping timeout", "tcp_retries2", "tcp keepalive"}
+        outcome = TIMEOUT if cause in lost else RESET
         if self.sess is sess:
             self.sess = None
         self.rec.request(self.name, self.host, env.now, env.now, outcome,

@@ -32,7 +32,8 @@ from hasim.sim.vip import Vip
 from hasim.topology import build_topology
 
 #: One random stream per purpose; the order is part of the reproducibility contract.
-PURPOSES = ("clients", "faults", "checks", "workers", "control-plane", "clock")
+PURPOSES = ("clients", "faults", "checks", "workers", "control-plane", "clock", "etcd",
+            "leader-election", "vip", "etcd-proxy")
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
@@ -66,7 +67,7 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     clock_phase = float(rng["clock"].random())
 
     members = [d["host"] for _, d in g.nodes(data=True) if d["component"] == "etcd"]
-    etcd = EtcdCluster(env, net, rec, members, spec.etcd, rng["control-plane"])
+    etcd = EtcdCluster(env, net, rec, members, spec.etcd, rng["etcd"])
     for h in members:
         net.add_process((h, "etcd"))
     proxies: dict[str, EtcdProxy] = {}
@@ -75,7 +76,7 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
             apis.add(d["host"])
         elif d["component"] == "etcd-proxy":
             proxies[n] = EtcdProxy(env, net, d["host"], [_proc(v, g) for v in g.successors(n)],
-                                   etcd, rng["workers"])
+                                   etcd, rng["etcd-proxy"])
         elif d["component"] == "scheduler":
             net.add_process((d["host"], d["component"]))
 
@@ -132,7 +133,7 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
         vspec = (spec.balancers.external.vip if spec.balancers.external is not None
                  else ExternalHAProxySpec().vip)
         vip = Vip(env, net, rec, vspec, [g.nodes[v]["host"] for v in behind], targets,
-                  rng["faults"], renews_ok=lambda h: apis.can_write((h, "apiserver")))
+                  rng["vip"], renews_ok=lambda h: apis.can_write((h, "apiserver")))
 
     def dialer_for(client_node: str) -> Any:
         targets = [v for v in g.successors(client_node)
@@ -174,8 +175,9 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     cm_spec = spec.controller_manager
     initial = cm_spec.initial_leader or masters[0]
     for host in masters:
-        cm = ControllerManager(env, net, rec, apis, state, host, cm_spec, nodes,
-                               phase=float(rng["control-plane"].uniform(0, cm_spec.leader_elect_retry_period)))
+        phase = float(rng["control-plane"].uniform(0, cm_spec.leader_elect_retry_period))
+        cm = ControllerManager(env, net, rec, apis, state, host, cm_spec, nodes, phase=phase,
+                               rng=rng["leader-election"])
         cm.start(leader=host == initial)
 
     for s in starters:

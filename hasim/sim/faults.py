@@ -89,7 +89,7 @@ class FaultInjector:
         assert spec.at is not None
         hosts, procs = plan_fault(fault_id, spec, self.scenario, net)
         yield env.timeout(spec.at)
-        end = spec.at + spec.duration if spec.duration is not None else None
+        end = env.now + spec.duration if spec.duration is not None else None
         self.rec.faults.append(
             FaultRecord(fault_id, spec.kind, spec.target or "", env.now, end, frozenset(hosts),
                         frozenset(procs))

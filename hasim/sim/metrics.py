@@ -44,6 +44,11 @@ class SimResult:
         return {name: getattr(self, name) for name in self.TABLES}
 
 
+def _typed(rows: list[Any], dtypes: dict[str, str]) -> pd.DataFrame:
+    """A table with its column types fixed, so that an empty one has them too."""
+    return pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)
+
+
 def _window_ends(faults: list[FaultRecord], duration: float) -> dict[int, float]:
     """Each fault's attribution window ends where the next fault starts."""
     starts = sorted((f.at, f.fault_id) for f in faults)
@@ -88,8 +93,10 @@ def failovers(rec: Recorder, clients: dict[str, tuple[str, str]], duration: floa
             latency = recovered - f.at
             rows.append((f.fault_id, f.kind, f.target, f.at, client, host, first_fail[0],
                          recovered, latency))
-    return pd.DataFrame(rows, columns=["fault_id", "fault_kind", "target", "fault_at", "client",
-                                       "host", "first_failure_at", "recovered_at", "latency_s"])
+    return _typed(rows, {"fault_id": "int64", "fault_kind": "object", "target": "object",
+                         "fault_at": "float64", "client": "object", "host": "object",
+                         "first_failure_at": "float64", "recovered_at": "float64",
+                         "latency_s": "float64"})
 
 
 def _fault_for(faults: list[FaultRecord], host: str, t: float) -> FaultRecord | None:
@@ -115,14 +122,17 @@ def detections(rec: Recorder) -> pd.DataFrame:
         if key not in rows:
             worker = comp[comp.index("[") + 2 : -1] if "[" in comp else ""
             rows[key] = (f.fault_id, balancer, host, subject, time, time - f.at, worker)
-    return pd.DataFrame(list(rows.values()), columns=["fault_id", "balancer", "host", "backend",
-                                                      "detected_at", "detect_s", "worker"])
+    return _typed(list(rows.values()), {"fault_id": "int64", "balancer": "object",
+                                        "host": "object", "backend": "object",
+                                        "detected_at": "float64", "detect_s": "float64",
+                                        "worker": "object"})
 
 
 def health_checks(rec: Recorder, duration: float) -> pd.DataFrame:
     """Checks and connections per (source, target, kind), with their rate over the run."""
     rows = [(s, t, k, n, n / duration) for (s, t, k), n in sorted(rec.checks.items())]
-    return pd.DataFrame(rows, columns=["source", "target", "kind", "count", "rate_per_s"])
+    return _typed(rows, {"source": "object", "target": "object", "kind": "object",
+                         "count": "int64", "rate_per_s": "float64"})
 
 
 def node_status(rec: Recorder, duration: float) -> pd.DataFrame:
@@ -139,7 +149,8 @@ def node_status(rec: Recorder, duration: float) -> pd.DataFrame:
             rows.append((host, t0, time, time - t0))
     for host, t0 in open_.items():
         rows.append((host, t0, math.nan, duration - t0))
-    df = pd.DataFrame(rows, columns=["host", "not_ready_at", "ready_at", "duration_s"])
+    df = _typed(rows, {"host": "object", "not_ready_at": "float64", "ready_at": "float64",
+                       "duration_s": "float64"})
     return df.sort_values(["not_ready_at", "host"], ignore_index=True)
 
 
@@ -175,8 +186,11 @@ def build_result(rec: Recorder, clients: dict[str, tuple[str, str]], duration: f
     fo = failovers(rec, clients, duration)
     det = detections(rec)
     ns = node_status(rec, duration)
-    req = pd.DataFrame(rec.requests, columns=list(REQUEST_COLUMNS))
-    st = pd.DataFrame(rec.states, columns=list(STATE_COLUMNS))
+    req = _typed(rec.requests, dict(zip(REQUEST_COLUMNS, ("object", "object", "float64",
+                                                          "float64", "object", "object",
+                                                          "object"), strict=True)))
+    st = _typed(rec.states, dict(zip(STATE_COLUMNS, ("float64",) + ("object",) * 6,
+                                     strict=True)))
     hc = health_checks(rec, duration)
     av = availability(rec, clients, duration)
     finite = fo["latency_s"][np.isfinite(fo["latency_s"])]

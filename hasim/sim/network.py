@@ -39,7 +39,9 @@ class Network:
         self.epoch: dict[Proc, int] = {}
         self.slow: dict[Proc, float] = {}
         self.blocked: set[frozenset[str]] = set()
-        self.sessions: dict[Proc, set[Session]] = {}
+        # Insertion-ordered (dict keys, not a set): a crash closes sessions in the order
+        # they opened, so the same seed wakes clients in the same order in every process.
+        self.sessions: dict[Proc, dict[Session, None]] = {}
         #: Called with (proc, up) when a process starts or stops, for components to react.
         self.watchers: dict[Proc, list[Callable[[bool], None]]] = {}
         #: Called after any change of hosts, processes or partitions (etcd, VIPs re-evaluate).
@@ -147,13 +149,13 @@ class Network:
     # -- sessions ---------------------------------------------------------------------------
     def register(self, sess: Session) -> None:
         for proc in sess.procs:
-            self.sessions.setdefault(proc, set()).add(sess)
+            self.sessions.setdefault(proc, {})[sess] = None
 
     def unregister(self, sess: Session) -> None:
         for proc in sess.procs:
             s = self.sessions.get(proc)
             if s is not None:
-                s.discard(sess)
+                s.pop(sess, None)
 
 
 class Session:
@@ -192,7 +194,8 @@ class Session:
         self.net = net
         self.client = client
         self.hops = [(src, dst, net.epoch.get(dst, 0)) for src, dst in hops]
-        self.procs = {client} | {dst for _, dst in hops}
+        # Ordered and de-duplicated, for deterministic registration.
+        self.procs = list(dict.fromkeys([client] + [dst for _, dst in hops]))
         self.backend = backend
         self.lb = lb
         now = net.env.now
