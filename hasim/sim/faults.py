@@ -90,11 +90,16 @@ class FaultInjector:
         hosts, procs = plan_fault(fault_id, spec, self.scenario, net)
         yield env.timeout(spec.at)
         end = env.now + spec.duration if spec.duration is not None else None
+        pairs: set[frozenset[str]] = set()
+        if spec.kind == "partition":
+            assert spec.peers is not None
+            peers = {h for h, _ in resolve_target(self.scenario, spec.peers)}
+            pairs = {frozenset((a, b)) for a in hosts for b in peers if a != b}
         self.rec.faults.append(
             FaultRecord(fault_id, spec.kind, spec.target or "", env.now, end, frozenset(hosts),
-                        frozenset(procs))
+                        frozenset(procs), frozenset(pairs))
         )
-        undo = self._apply(spec, hosts, procs)
+        undo = self._apply(spec, hosts, procs, pairs)
         self.rec.state(env.now, "fault", ",".join(sorted(hosts)), spec.target or "", "",
                        spec.kind, f"fault {fault_id}")
         if spec.duration is None:
@@ -104,24 +109,32 @@ class FaultInjector:
         self.rec.state(env.now, "fault", ",".join(sorted(hosts)), spec.target or "", spec.kind,
                        "healed", f"fault {fault_id}")
 
-    def _apply(self, spec: FaultSpec, hosts: set[str], procs: set[Proc]) -> Any:
+    def _apply(self, spec: FaultSpec, hosts: set[str], procs: set[Proc],
+               pairs: set[frozenset[str]]) -> Any:
         net = self.net
         cause = f"fault {spec.kind}"
         if spec.kind in ("crash", "lb-crash"):
+            if spec.duration is not None:
+                # Down for the fault's duration: a supervisor's restarts fail meanwhile.
+                # Without a duration, supervised processes (the etcd proxy's systemd unit,
+                # RestartSec=15s) come back on their own.
+                net.held |= procs
             for p in sorted(procs):
                 net.crash(p, cause)
-            return lambda: [net.start(p) for p in sorted(procs)]
+
+            def restart() -> None:
+                net.held.difference_update(procs)
+                for p in sorted(procs):
+                    net.start(p)
+
+            return restart
         if spec.kind == "poweroff":
             for h in sorted(hosts):
                 net.power_off(h)
             return lambda: [net.power_on(h) for h in sorted(hosts)]
         if spec.kind == "partition":
-            assert spec.peers is not None
-            peers = {h for h, _ in resolve_target(self.scenario, spec.peers)}
-            pairs = {frozenset((a, b)) for a in hosts for b in peers if a != b}
-            pairs -= net.blocked
-            net.blocked |= pairs
-            return lambda: net.blocked.difference_update(pairs)
+            added = net.partition(pairs)
+            return lambda: net.heal(added)
         if spec.kind == "slow":
             for p in procs:
                 net.slow[p] = net.slow.get(p, 0.0) + spec.delay
