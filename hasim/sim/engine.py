@@ -77,8 +77,6 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
         elif d["component"] == "etcd-proxy":
             proxies[n] = EtcdProxy(env, net, d["host"], [_proc(v, g) for v in g.successors(n)],
                                    etcd, rng["etcd-proxy"])
-        elif d["component"] == "scheduler":
-            net.add_process((d["host"], d["component"]))
 
     def etcd_path(node: str) -> Any:
         """How a component reaches etcd: (proxy, None) or (None, [members])."""
@@ -171,6 +169,7 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
         starters.append(f)
         clients[f.name] = (d["host"], d["client_class"])
 
+    sched_state = ClusterState()
     masters = [d["host"] for _, d in g.nodes(data=True) if d["component"] == "apiserver"]
     cm_spec = spec.controller_manager
     initial = cm_spec.initial_leader or masters[0]
@@ -179,6 +178,13 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
         cm = ControllerManager(env, net, rec, apis, state, host, cm_spec, nodes, phase=phase,
                                rng=rng["leader-election"])
         cm.start(leader=host == initial)
+        # kube-scheduler: the same election on its own lease ("kube-scheduler"), through
+        # its own master's apiserver; it pauses scheduling, not node lifecycle.
+        sched = ControllerManager(env, net, rec, apis, sched_state, host, cm_spec, [],
+                                  phase=float(rng["control-plane"].uniform(
+                                      0, cm_spec.leader_elect_retry_period)),
+                                  rng=rng["leader-election"], component="scheduler")
+        sched.start(leader=host == initial)
 
     for s in starters:
         s.start()

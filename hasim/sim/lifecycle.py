@@ -47,7 +47,11 @@ JITTER_FACTOR = 1.2
 
 
 class ControllerManager:
-    """One kube-controller-manager on a master, candidate for the leader lease."""
+    """One kube-controller-manager on a master, candidate for the leader lease.
+
+    With ``component="kube-scheduler"`` and no nodes it is a kube-scheduler: the same
+    election (same defaults) for its own lease, and nothing to monitor.
+    """
 
     def __init__(
         self,
@@ -61,10 +65,11 @@ class ControllerManager:
         nodes: list[str],
         phase: float,
         rng: np.random.Generator | None = None,
+        component: str = "controller-manager",
     ) -> None:
         self.env, self.net, self.rec, self.apis, self.state = env, net, rec, apis, state
         self.host = host
-        self.proc: Proc = (host, "controller-manager")
+        self.proc: Proc = (host, component)
         self.api: Proc = (host, "apiserver")
         self.spec = spec
         self.nodes = nodes
@@ -158,14 +163,15 @@ class ControllerManager:
         self.last_renew = self.env.now
         self.fail_since = None
         self.term += 1
-        self.rec.state(self.env.now, "controller-manager", self.host, "leader",
+        self.rec.state(self.env.now, self.proc[1], self.host, "leader",
                        "follower", "leader", cause + (f" (was {old})" if old else ""))
-        self.env.process(self._monitor(self.term))
+        if self.nodes:  # the scheduler elects a leader too, but monitors no node
+            self.env.process(self._monitor(self.term))
 
     def _step_down(self, cause: str) -> None:
         self.leading = False
         self.term += 1
-        self.rec.state(self.env.now, "controller-manager", self.host, "leader",
+        self.rec.state(self.env.now, self.proc[1], self.host, "leader",
                        "leader", "follower", cause)
 
     def _monitor(self, term: int) -> Generator[simpy.Event, Any, None]:
