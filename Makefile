@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint system-deps bench clean
+.PHONY: demo test test-all lint system-deps bench calibrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# The lab's full matrix (docs/lab.md): real nginx/HAProxy in a network namespace vs the
+# simulator; writes results/calibration/lab.parquet, lab-summary.csv and lab.png.
+CALIBRATE_ARGS ?= --matrix full --trials 6 --parallel 2
+calibrate: $(STAMP) system-deps
+	$(PY) -m hasim.lab calibrate $(CALIBRATE_ARGS) --out results/calibration
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

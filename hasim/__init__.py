@@ -33,7 +33,26 @@ def simulate(scenario: Scenario, seed: int | None = None) -> Any:
     return _simulate(scenario, seed)
 
 
+def run_batch(paths_or_scenarios: Any, out: Any = None, reps: int | None = None,
+              executor: str = "process", scheduler: str | None = None, **options: Any) -> Any:
+    """Run scenarios x sweep points x replications into a result directory; returns one
+    row per run as a pandas DataFrame (see :func:`hasim.batch.run_batch`)."""
+    from hasim.batch import run_batch as _run_batch
+
+    return _run_batch(paths_or_scenarios, out=out, reps=reps, executor=executor,  # type: ignore[arg-type]
+                      scheduler=scheduler, **options)
+
+
+def load_results(directory: Any) -> Any:
+    """A result directory read back: ``.runs`` and each table (see :mod:`hasim.results`)."""
+    from hasim.results import load_results as _load
+
+    return _load(directory)
+
+
 __all__ = [
+    "load_results",
+    "run_batch",
     "simulate",
     "Cluster",
     "Endpoints",

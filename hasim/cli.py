@@ -107,29 +107,93 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _validate_one(path: str) -> Scenario:
+    from hasim.batch import check_scenario
     from hasim.scenario import load_scenario
-    from hasim.topology import build_topology
 
     s = load_scenario(path)
-    build_topology(s)
-    # Each sweep value once, one key at a time: the cartesian product adds nothing a
-    # single value can break, and would be exponential.
-    for key, values in s.spec.sweep.items():
-        for i, value in enumerate(values):
-            try:
-                build_topology(s.with_overrides({key: value}))
-            except ScenarioError as exc:
-                where = f"{exc.field}: " if exc.field and exc.field != key else ""
-                raise ScenarioError(
-                    f"value {value!r}: {where}{exc.problem}", file=path, field=f"sweep.{key}[{i}]"
-                ) from None
+    check_scenario(s)
     return s
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print (or write) the JSON Schema of scenario files."""
+    from hasim.schema import schema_json
+
+    text = schema_json()
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"schema written to {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a batch; exit 1 when a run raised (its error is in runs.parquet), else 0."""
+    from hasim.batch import parse_set, plan, run_batch
+    from hasim.results import ResultStore
+    from hasim.summarize import format_summary, write_summary
+
+    overrides = parse_set(args.set or [])
+    if args.dry_run:
+        tasks = plan(args.scenarios, args.reps, overrides)
+        store = ResultStore(Path(args.out)) if args.out else None
+        done = sum(1 for t in tasks if store is not None and store.marker(t.run_id) is not None)
+        print(f"{len(tasks)} runs ({done} already done in {args.out})" if store
+              else f"{len(tasks)} runs")
+        for t in tasks:
+            print(f"  {t.run_id}  {t.name}  {t.point and _label(t.point) or 'base'}  "
+                  f"rep {t.replication}  seed {t.seed}")
+        return 0
+    executor = "dask" if args.scheduler else args.executor
+    runs = run_batch(args.scenarios, out=args.out, reps=args.reps, executor=executor,  # type: ignore[arg-type]
+                     scheduler=args.scheduler, jobs=args.jobs, overrides=overrides,
+                     requests=not args.no_requests, fresh=args.fresh,
+                     progress=False if args.quiet else True)
+    out = Path(runs.attrs["out"])
+    path, summary = write_summary(out)
+    errors = runs[runs["status"] != "ok"]
+    if not args.quiet:
+        print(format_summary(summary))
+    print(f"{len(runs)} runs in {out}/: runs.parquet, {path.name}, one Parquet file per run "
+          "and table; plots: hasim plot " + str(out))
+    if len(errors):
+        for row in errors.head(5).itertuples():
+            print(f"hasim: run {row.run_id} ({row.scenario} {row.point} rep {row.replication})"
+                  f" failed: {row.error}", file=sys.stderr)
+        print(f"hasim: {len(errors)} of {len(runs)} runs failed (see the error column of "
+              f"{out}/runs.parquet)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _label(point: dict[str, object]) -> str:
+    from hasim.batch import point_label
+
+    return point_label(point)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw the standard figures of a result directory."""
+    from hasim.plots import plot_results
+
+    src = Path(args.directory)
+    if not (src / "runs.parquet").exists():
+        raise ScenarioError("no runs.parquet here: give a directory written by hasim run",
+                            file=str(src))
+    out = Path(args.out) if args.out else src / "plots"
+    files = plot_results(src, out)
+    print(f"{len(files)} figures in {out}/: " + ", ".join(f.name for f in files))
+    return 0
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "endpoints": cmd_endpoints,
     "topology": cmd_topology,
     "validate": cmd_validate,
+    "run": cmd_run,
+    "plot": cmd_plot,
+    "schema": cmd_schema,
 }
 
 
@@ -154,6 +218,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check scenario files")
     p.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+
+    p = sub.add_parser("run", help="run scenarios x sweep points x replications, store tables",
+                       description="Run every scenario x sweep point x replication. Results "
+                       "go to DIR (default results/<scenario name>): runs.parquet, one "
+                       "Parquet file per run and table, summary.csv. Rerunning the same "
+                       "command after an interruption computes only the missing runs.")
+    p.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    p.add_argument("--reps", type=int, metavar="N",
+                   help="replications per sweep point (default: the scenario's)")
+    p.add_argument("--out", metavar="DIR", help="result directory")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", "-j", type=int, metavar="N",
+                       help="worker processes (default: all cores)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on this Dask cluster (tcp://host:port); implies --executor dask")
+    p.add_argument("--executor", choices=["serial", "process", "dask"], default="process",
+                   help="serial, local processes (default), or Dask (a LocalCluster unless "
+                   "--scheduler)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a dotted key before the sweep (value read as YAML); repeat")
+    p.add_argument("--no-requests", action="store_true",
+                   help="do not store the per-request table (the biggest)")
+    p.add_argument("--fresh", action="store_true", help="recompute runs already done")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no table")
+
+    p = sub.add_parser("plot", help="the standard figures of a result directory (PNG)")
+    p.add_argument("directory", metavar="DIR", help="a directory written by hasim run")
+    p.add_argument("--out", metavar="DIR", help="where the PNGs go (default: DIR/plots)")
+
+    p = sub.add_parser("schema", help="the JSON Schema of scenario files")
+    p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
     return parser
 
 

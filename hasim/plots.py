@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -42,10 +43,218 @@ def failover_ecdf(
     ax.set_ylabel("fraction of clients")
     ax.set_title(title or "How long are clients cut off after the fault?")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+# --- figures of a result directory (``hasim plot``) -------------------------------------------
+
+NODES_KEY = "cluster.generate.nodes"
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+    return "-".join(p for p in keep.split("-") if p)[:80] or "x"
+
+
+def _groups(runs: pd.DataFrame) -> list[tuple[str, str, list[str]]]:
+    """(scenario, point, run_ids) in batch order, successful runs only."""
+    ok = runs[runs["status"] == "ok"]
+    return [(str(s), str(p), list(g["run_id"]))
+            for (s, p), g in ok.groupby(["scenario", "point"], sort=False)]
+
+
+def latency_ecdf_by_mode(results: Any, path: str | Path) -> Path:
+    """ECDF of client failover latency per scenario (and sweep point when few), pooled
+    over replications."""
+    fo = results["failovers"]
+    groups = _groups(results.runs)
+    per_point = len(groups) <= 10 and len({p for _, p, _ in groups}) > 1
+    curves: dict[str, pd.DataFrame] = {}
+    for scenario, point, ids in groups:
+        label = f"{scenario} [{point}]" if per_point else scenario
+        part = fo[fo["run_id"].isin(ids)] if "latency_s" in fo else pd.DataFrame(
+            {"latency_s": []})
+        curves[label] = pd.concat([curves[label], part]) if label in curves else part
+    reps = int(results.runs.groupby(["scenario", "point"]).size().max()) if len(
+        results.runs) else 0
+    return failover_ecdf(curves, path, title="Which HA mode gets clients back fastest after "
+                         f"the fault? ({reps} replication(s) pooled)")
+
+
+def latency_boxplots(results: Any, path: str | Path) -> Path:
+    """Box plots of the failover latency of cut-off clients, one box per sweep point
+    (one panel per scenario), with the count that never recovered above each box."""
+    fo = results["failovers"]
+    groups = _groups(results.runs)
+    scenarios = list(dict.fromkeys(s for s, _, _ in groups))
+    swept = len({p for _, p, _ in groups}) > 1
+    panels = scenarios if swept else ["all scenarios"]
+    ncols = min(3, len(panels))
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        boxes, labels, never = [], [], []
+        for scenario, point, ids in groups:
+            if swept and scenario != panel:
+                continue
+            lat = (fo.loc[fo["run_id"].isin(ids), "latency_s"].to_numpy(dtype=float)
+                   if "latency_s" in fo else np.array([]))
+            cut = lat[lat > 0]
+            boxes.append(cut[np.isfinite(cut)])
+            never.append(int(np.isinf(cut).sum()))
+            labels.append(point if swept else scenario)
+        ax.boxplot([b if len(b) else [np.nan] for b in boxes], showfliers=True)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right", fontsize=8)
+        top = max([float(np.nanmax(b)) for b in boxes if len(b)] + [1.0])
+        for i, n in enumerate(never, start=1):
+            if n:
+                ax.annotate(f"{n} never\nrecovered", (i, top), ha="center", va="bottom",
+                            fontsize=7, color="#b00")
+        ax.set_ylim(0, top * 1.25)
+        ax.set_ylabel("failover latency of cut-off clients (s)")
+        ax.set_xlabel("sweep point" if swept else "scenario (HA mode)")
+        ax.set_title(panel if swept else "", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("How long are cut-off clients out, per " +
+                 ("sweep point?" if swept else "HA mode?"), fontsize=11)
+    return _save(fig, Path(path))
+
+
+def check_rate_vs_size(summary: pd.DataFrame, path: str | Path,
+                       sweep_keys: list[str] | None = None) -> Path:
+    """Health checks and new connections per apiserver per second against the number of
+    nodes, mean and 95 % interval over replications, one line per scenario."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    others = [c for c in (sweep_keys or []) if c != NODES_KEY]
+    keys = ["scenario", *others]
+    for key, group in summary.groupby(keys, sort=False):
+        group = group.sort_values(NODES_KEY)
+        label = key[0] if len(keys) == 1 else " ".join(str(k) for k in key)
+        x = group[NODES_KEY].to_numpy(dtype=float)
+        for metric, style, what in (("checks_per_apiserver_s", "-o", "health checks"),
+                                    ("connections_per_apiserver_s", "--s", "new connections")):
+            y = group[metric].to_numpy(dtype=float)
+            if not np.any(y > 0):
+                continue
+            lo = np.nan_to_num(y - group[f"{metric}_ci_low"].to_numpy(dtype=float))
+            hi = np.nan_to_num(group[f"{metric}_ci_high"].to_numpy(dtype=float) - y)
+            ax.errorbar(x, y, yerr=[lo, hi], fmt=style, ms=4, capsize=3,
+                        label=f"{label}: {what}")
+    ax.set_xscale("log")
+    if ax.has_data():
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("cluster size (nodes)")
+    ax.set_ylabel("per apiserver (1/s)")
+    ax.set_title("How does the health-check and reconnection load on each apiserver grow "
+                 "with the cluster?", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, Path(path))
+
+
+def not_ready_timeline(results: Any, run_id: str, path: str | Path,
+                       max_hosts: int = 40) -> Path:
+    """One run: each node's NotReady intervals, with the faults shaded (start to heal)."""
+    runs = results.runs.set_index("run_id")
+    run = runs.loc[run_id]
+    duration = float(run.get("duration_s", np.nan))
+    ns = results["node_status"]
+    ns = ns[ns["run_id"] == run_id] if "host" in ns else ns.iloc[0:0]
+    st = results["state_changes"]
+    faults = (st[(st["run_id"] == run_id) & (st["component"] == "fault")]
+              if "component" in st else st.iloc[0:0])
+    if not np.isfinite(duration):
+        duration = float(max([1.0, *ns.get("not_ready_at", pd.Series([])).tolist()]))
+    order = (ns.groupby("host")["duration_s"].sum().sort_values(ascending=False)
+             .index.tolist()[:max_hosts]) if len(ns) else []
+    order = sorted(order)
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.25 * len(order) + 1.8)))
+    for i, host in enumerate(order):
+        rows = ns[ns["host"] == host]
+        spans = [(a, (b if np.isfinite(b) else duration) - a)
+                 for a, b in zip(rows["not_ready_at"], rows["ready_at"], strict=True)]
+        ax.broken_barh(spans, (i - 0.35, 0.7), color="#d62728", alpha=0.8)
+    starts: dict[str, tuple[float, str]] = {}
+    for r in faults.itertuples(index=False):
+        target, to, t = str(r.subject), str(getattr(r, "to")), float(r.time)  # noqa: B009
+        if to == "healed" and target in starts:
+            t0, kind = starts.pop(target)
+            ax.axvspan(t0, t, color="#888", alpha=0.15)
+        elif to != "healed":
+            starts[target] = (t, to)
+            ax.axvline(t, color="k", lw=1, ls="--")
+            ax.annotate(f"{to} {target}", (t, 1.0), xycoords=("data", "axes fraction"),
+                        rotation=90, va="top", ha="right", fontsize=7)
+    for t0, _kind in starts.values():
+        ax.axvspan(t0, duration, color="#888", alpha=0.15)
+    ax.set_yticks(range(len(order)), order, fontsize=7)
+    ax.set_ylim(-0.8, max(len(order), 1) - 0.2)
+    ax.set_xlim(0, duration)
+    ax.set_xlabel("simulated time (s); dashed: fault, grey: until healed")
+    ax.set_ylabel("node")
+    title = (f"When were nodes NotReady? {run['scenario']} [{run['point']}] replication "
+             f"{run['replication']} ({len(ns['host'].unique()) if len(ns) else 0} node(s))")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, Path(path))
+
+
+def plot_results(directory: str | Path, out: str | Path) -> list[Path]:
+    """The standard figures of a result directory as PNGs under ``out``."""
+    from hasim.draw import draw_topology
+    from hasim.errors import HasimError
+    from hasim.results import load_results
+    from hasim.scenario import scenario_from_dict
+    from hasim.summarize import summarize, sweep_columns
+    from hasim.topology import build_topology
+
+    results = load_results(directory)
+    out = Path(out)
+    files = [
+        latency_ecdf_by_mode(results, out / "failover-ecdf.png"),
+        latency_boxplots(results, out / "failover-boxplots.png"),
+    ]
+    summary = summarize(results)
+    if NODES_KEY in summary.columns and summary[NODES_KEY].nunique() > 1:
+        files.append(check_rate_vs_size(summary, out / "check-rate-vs-size.png",
+                                        sweep_columns(results.runs)))
+    runs = results.runs
+    ok = runs[runs["status"] == "ok"]
+    if len(ok):
+        metric = "not_ready_node_s" if "not_ready_node_s" in ok else None
+        pick = ok.loc[ok[metric].idxmax()] if metric and ok[metric].max() > 0 else ok.iloc[0]
+        files.append(not_ready_timeline(results, str(pick["run_id"]),
+                                        out / "not-ready-timeline.png"))
+    for scenario, group in runs.groupby("scenario", sort=False):
+        stored = [r for r in group.to_dict("records")
+                  if (Path(directory) / "configs" / f"run-{r['run_id']}.json").exists()]
+        if not stored:
+            continue
+        first = stored[0]
+        config = results.config(str(first["run_id"]))
+        path = first.get("path")
+        try:
+            sc = scenario_from_dict(config, path if isinstance(path, str) else None)
+        except HasimError:
+            continue  # e.g. its inventory moved since the run: no drawing, no failure
+        files.append(draw_topology(build_topology(sc),
+                                   out / f"topology-{_slug(str(scenario))}.png",
+                                   title=f"{scenario}: who connects to whom"))
+    return files

@@ -27,8 +27,10 @@ Proc = tuple[str, str]
 ETCD_QUORUM = "etcd-quorum"
 
 
-def _segments(faults: Iterable[FaultRecord], duration: float
-              ) -> list[tuple[float, float, frozenset[Proc], frozenset[str], frozenset[frozenset[str]]]]:
+Segment = tuple[float, float, frozenset[Proc], frozenset[str], frozenset[frozenset[str]]]
+
+
+def _segments(faults: Iterable[FaultRecord], duration: float) -> list[Segment]:
     """Piecewise-constant states: (start, end, procs down, hosts down, blocked pairs)."""
     changes: dict[float, list[tuple[FaultRecord, bool]]] = {}
     for f in faults:
@@ -69,10 +71,10 @@ class _State:
         self.members = members
         up = [m for m in members if self.up(m)]
         quorum = len(members) // 2 + 1
-        # A leader needs a majority of members up and connected to each other.
-        self.leader_ok = not members or any(
-            sum(1 for o in up if self.link(m, o)) >= quorum for m in up
-        )
+        # A leader needs a majority of members up and connected to each other: the members
+        # that see a majority are the ones a leader can be among.
+        self.quorate = [m for m in up if sum(1 for o in up if self.link(m, o)) >= quorum]
+        self.leader_ok = not members or bool(self.quorate)
 
     def host(self, n: str) -> str:
         return str(self.g.nodes[n]["host"])
@@ -102,12 +104,24 @@ class _State:
                 if not (self.up(v) and self.link(n, v)):
                     continue
                 comp = g.nodes[v]["component"]
-                if comp == goal:
-                    # An apiserver must serve; an etcd member answers only with a leader.
-                    return self.serving(v) if goal == "apiserver" else self.leader_ok
                 seen.add(v)
+                if comp == goal:
+                    # An apiserver must serve; an etcd member answers only when it reaches
+                    # a leader (a follower forwards to it). One that cannot is no answer,
+                    # but the client may still have another: perfect failover tries them
+                    # all. (Before, the search stopped at the first one it met, so the
+                    # result hung on the graph's edge order: a local LB whose first
+                    # apiserver was up but cut from etcd counted as down.)
+                    if (self.serving(v) if goal == "apiserver" else self.member_serves(v)):
+                        return True
+                    continue
                 stack.append(v)
         return False
+
+    def member_serves(self, member: str) -> bool:
+        """An up etcd member commits a request when it is linked to a member that sees a
+        majority (the leader is among those; etcd ``EtcdCluster.committed``)."""
+        return any(self.link(member, q) for q in self.quorate)
 
     def serving(self, api: str) -> bool:
         return self.leader_ok and self.reaches(api, "etcd", "etcd") if self.members else True

@@ -5,15 +5,17 @@ priority p declares the master dead ``master_down_interval = 3A + skew`` after t
 advert it heard, ``skew = (256 - p)/256`` s. A master that crashes at ``t`` sent its last
 advert at ``t - U(0, A)``, so the highest-priority backup takes the VIP ``3A + skew -
 U(0, A)`` after the crash and announces it with gratuitous ARPs (clients follow at once).
-Instance ``i`` (0-based) has priority ``priority - i``; the first starts as MASTER. With
-``preempt`` (keepalived's default) a returning higher-priority instance takes the VIP
-back on the next advert it hears (a second move). keepalived runs on the LB host: the
-VIP moves when the host crashes or vanishes, not when only HAProxy dies (no track script).
+Instance ``i`` (0-based) has priority ``priority - i``; the first is configured ``state
+MASTER``. With ``preempt`` (keepalived's default) a returning higher-priority instance
+takes the VIP back when its own master-down timer runs out (``advert_int + 1/256`` s for
+the ``state MASTER`` one; a second move). keepalived runs on the LB host: the VIP moves
+when the host crashes or vanishes, not when only HAProxy dies (no track script).
 
-kube-vip (kubespray: lease 5 s, renew deadline 3 s, retry 1 s): the holder renews a
-Kubernetes lease through its own apiserver; when it stops renewing, another control-plane
-node acquires the lease once it has expired, on its next retry: takeover about the lease
-duration after the holder's last renewal.
+kube-vip (kubespray: lease 5 s, renew deadline 3 s, retry 1 s) runs client-go leader
+election: the holder renews a Kubernetes lease through its own apiserver every retry
+period; when it stops renewing, another control-plane node acquires the lease once it has
+expired on that candidate's own clock, at one of its jittered tries: takeover about the
+lease duration after the holder stopped, within ``(L - R, L + 4.4 R)``.
 
 After any move the new holder has no connection state: an old connection's next packet
 gets RST and the client reconnects.
@@ -28,11 +30,19 @@ import numpy as np
 import simpy
 
 from hasim.scenario import VipSpec
-from hasim.sim.network import OK, Network, Proc, Session
+from hasim.sim.network import OK, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
 
 VIP_PROC: Proc = ("vip", "vip")
 TIMEOUT = "timeout"
+#: Gaps between a SYN and its retransmissions, then the wait after the last one (Linux
+#: ``TCP_TIMEOUT_INIT`` 1 s doubling, ``tcp_syn_retries`` 6: connect fails after 127 s).
+SYN_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+SYN_GIVE_UP = 64.0
+#: Linux ``TCP_RTO_MIN``: the first retransmission timeout on a LAN (then doubling).
+RTO_MIN = 0.2
+#: client-go ``leaderelection.JitterFactor`` (kube-vip's acquire loop).
+JITTER_FACTOR = 1.2
 
 
 class Vip:
@@ -98,11 +108,21 @@ class Vip:
             delays = {i: 3 * a + (256 - self.priority[i]) / 256 for i in range(len(self.hosts))}
         else:
             r = spec.retry_period
+            # The holder renewed every retry period (client-go ``renew()``): its last
+            # renewal was up to one retry period before it stopped.
             last = lost_at - float(self.rng.uniform(0, r))
-            # each candidate retries every r with its own phase; it acquires on its first
-            # retry after the lease expired.
-            delays = {i: spec.lease_duration + float(self.rng.uniform(0, r))
-                      for i in range(len(self.hosts))}
+            delays = {i: self._acquire_after(last) - last for i in range(len(self.hosts))}
+            if old is not None and self.net.is_alive((self.hosts[old], self.agent)):
+                # Alive but unable to renew (its apiserver fails): it keeps answering ARP
+                # for the VIP until ``renew()`` gives up, RenewDeadline after its first
+                # failed try one retry period after the last renewal; then
+                # OnStoppedLeading deletes the VIP (kube-vip ``clusterLeaderElection.go``).
+                step_down = last + r + spec.renew_deadline
+                if step_down > env.now:
+                    yield env.timeout(step_down - env.now)
+                if self._up(old):
+                    self.pending = False  # renewals work again before the deadline
+                    return
         while True:
             able = [i for i in range(len(self.hosts)) if i != old and self._up(i)]
             if not able:
@@ -126,11 +146,56 @@ class Vip:
                 return
             last = env.now
 
+    def _try_gap(self) -> float:
+        """client-go ``acquire()``: ``wait.JitterUntil(..., RetryPeriod, JitterFactor=1.2,
+        sliding)``: tries ``retry_period x (1 + 1.2 U)`` apart."""
+        return self.spec.retry_period * (1 + JITTER_FACTOR * float(self.rng.random()))
+
+    def _acquire_after(self, renewed: float) -> float:
+        """When a kube-vip candidate acquires a lease last renewed at ``renewed``.
+
+        kube-vip runs client-go ``leaderelection.RunOrDie`` with its lease duration, renew
+        deadline and retry period (``pkg/cluster/clusterLeaderElection.go``). A candidate
+        judges expiry on its own clock (``isLeaseValid``: ``observedTime + LeaseDuration
+        > now``), ``observedTime`` being the try at which it last saw the record change:
+        its first try after the renewal (the forward recurrence time of its steady try
+        loop: a length-biased gap, a uniform point within it). It acquires at its first
+        try at least ``lease_duration`` after that. After a holder dies at ``t`` the
+        takeover therefore lies in ``(t + L - R, t + L + 4.4 R)``: before, the model drew
+        ``L + U(0, R)`` after the renewal and never exceeded ``t + L + R``.
+        """
+        r = self.spec.retry_period
+        while True:  # length-biased gap by rejection: accept g with probability g / max
+            g = self._try_gap()
+            if float(self.rng.random()) * r * (1 + JITTER_FACTOR) <= g:
+                break
+        observed = renewed + g * float(self.rng.random())
+        t = observed
+        while t < observed + self.spec.lease_duration:
+            t += self._try_gap()
+        return t
+
     def _preempt(self, better: int) -> Generator[simpy.Event, Any, None]:
-        yield self.env.timeout(float(self.rng.uniform(0, self.spec.advert_int)))
+        """A returning higher-priority instance takes the VIP back.
+
+        keepalived (``vrrp_scheduler.c`` ``vrrp_init_state``) starts every non-owner
+        instance in BACKUP, its master-down timer set to ``advert_int + 1/256`` s when it
+        is configured ``state MASTER`` (instance 0 here) and ``3 advert_int + skew``
+        otherwise; in BACKUP with preempt it discards the lower-priority adverts of the
+        current master (``vrrp_state_backup``: "received lower priority advert -
+        discarding") without resetting that timer, so it becomes MASTER when the timer
+        runs out and the old master, hearing a higher priority, steps back. Before, the
+        model took the VIP back U(0, advert_int) after the return.
+        """
+        a = self.spec.advert_int
+        delay = a + 1 / 256 if better == 0 else 3 * a + (256 - self.priority[better]) / 256
+        back_at = self.env.now
+        yield self.env.timeout(delay)
         self.pending = False
         if self._up(better):
-            self._set(better, self.env.now, "preempt: higher priority is back", self.holder)
+            self._set(better, back_at, "preempt: higher priority is back", self.holder)
+        else:
+            self._on_change()
 
     def _wait_change(self) -> simpy.Event:
         ev = self.env.event()
@@ -148,20 +213,76 @@ class Vip:
         new_host = self.hosts[new]
         self.moves.append((self.env.now, prev_host, new_host, lost_at, self.env.now - lost_at))
         if old is not None and old != new:
-            self.rec.state(self.env.now, self.agent, prev_host, "vip", "vip-master", "vip-backup", cause)
+            self.rec.state(self.env.now, self.agent, prev_host, "vip", "vip-master",
+                           "vip-backup", cause)
         self.rec.state(self.env.now, self.agent, new_host, "vip", "vip-backup", "vip-master", cause)
         if old != new:
             # A moved VIP: the new holder knows no old connection (RST on their next packet).
             self.net.epoch[VIP_PROC] = self.net.epoch.get(VIP_PROC, 0) + 1
         self.holder = new
+        if old != new:
+            self._reset_stalled()
 
-    def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
-        """Dial the VIP: the holder's LB, or no answer while the VIP is between holders."""
+    def _answers(self, client: Proc) -> int | None:
+        """The instance that answers a SYN to the VIP now, if any."""
         holder = self.holder
         if holder is None or self.net.connect(client[0], (self.hosts[holder], self.agent)) != OK:
-            yield self.env.timeout(1e9)  # SYNs into the void: the client's timeout ends this
-            return TIMEOUT
+            return None
+        return holder
+
+    def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
+        """Dial the VIP: the holder's LB, or no answer while the VIP is between holders.
+
+        While nobody holds the VIP the SYN goes unanswered and the kernel retransmits it
+        with exponential backoff (Linux: initial RTO 1 s, doubling, ``tcp_syn_retries`` 6:
+        SYNs at 0, 1, 3, 7, 15, 31, 63 s, failure at 127 s; MODEL.md §4). A retransmitted
+        SYN that arrives after the VIP moved reaches the new holder and connects; the
+        client's own dial or request timeout may end the attempt first (it interrupts
+        this process). Before, the dial waited for the client's timeout even when the VIP
+        had moved 3 s after the SYN, and an interrupt by that timeout crashed the run.
+        """
+        env = self.env
+        holder = self._answers(client)
+        if holder is None:
+            try:
+                for gap in SYN_BACKOFF:
+                    yield env.timeout(gap)
+                    holder = self._answers(client)
+                    if holder is not None:
+                        break
+                else:
+                    yield env.timeout(SYN_GIVE_UP)  # the last SYN's timer runs out
+                    return TIMEOUT  # tcp_syn_retries exhausted
+            except simpy.Interrupt:
+                return TIMEOUT  # the client's own timeout fired first
         got = yield from self.targets[holder].open_session(client)
         if isinstance(got, Session):
             got.hops.insert(0, (client[0], VIP_PROC, self.net.epoch.get(VIP_PROC, 0)))
+            if VIP_PROC not in got.procs:  # unregistered with the others when it closes
+                if isinstance(got.procs, set):
+                    got.procs.add(VIP_PROC)
+                else:
+                    got.procs.append(VIP_PROC)
+            self.net.register(got)  # idempotent for the hops already registered
         return got  # type: ignore[no-any-return]
+
+    def _reset_stalled(self) -> None:
+        """After a move, a connection with unacknowledged data (a request or ping sent into
+        the dead holder) retransmits it, now to the new holder, which answers RST: the
+        client learns at its next retransmission, not at its own timeout (Linux RTO:
+        ``TCP_RTO_MIN`` 200 ms on a LAN, doubling per retry)."""
+        for sess in list(self.net.sessions.get(VIP_PROC, ())):
+            if sess.open and sess.unacked_since is not None:
+                self.env.process(self._rst_on_retransmit(sess, sess.unacked_since))
+
+    def _rst_on_retransmit(self, sess: Session, since: float
+                           ) -> Generator[simpy.Event, Any, None]:
+        now = self.env.now
+        rto = RTO_MIN
+        at = since + rto
+        while at < now:
+            rto *= 2
+            at += rto
+        yield self.env.timeout(at - now)
+        if sess.open and sess.unacked_since == since and sess.state() == RESET:
+            sess.close("reset", self.env.now)

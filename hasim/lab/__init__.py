@@ -1,0 +1,30 @@
+"""The lab: real nginx and HAProxy on loopback, in a network namespace, vs the simulator.
+
+``run_lab(scenario, trials, out)`` starts stub apiservers (TLS, one address each) and the
+scenario's load balancer as :func:`hasim.render.render_config` writes it, drives it with
+short and long-lived clients, applies the scenario's faults for real (SIGKILL, iptables
+DROP), measures detection, failover and check rates, runs the same scenario and clients
+in the simulator, and writes ``lab.parquet`` with the side-by-side table. See
+``docs/lab.md``.
+"""
+
+from hasim.lab.compare import TOLERANCE, agrees, format_table, side_by_side
+from hasim.lab.lab import load_lab, measure_scenario, run_lab, run_matrix
+from hasim.lab.load import LoadSpec
+from hasim.lab.matrix import calibration_matrix, lab_scenario
+from hasim.lab.prereq import LabUnavailable
+
+__all__ = [
+    "TOLERANCE",
+    "LabUnavailable",
+    "LoadSpec",
+    "agrees",
+    "calibration_matrix",
+    "format_table",
+    "lab_scenario",
+    "load_lab",
+    "measure_scenario",
+    "run_lab",
+    "run_matrix",
+    "side_by_side",
+]

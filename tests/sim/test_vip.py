@@ -1,0 +1,210 @@
+"""The VIP in front of the external LB: keepalived VRRP takeover and preempt, kube-vip
+lease takeover, and what clients' connections see after a move (MODEL.md §2.3, §5, §7).
+
+Expected values come from MODEL.md §2.3 and the modelled software (keepalived 2.2 VRRP v2,
+client-go leader election as kube-vip runs it), with the formula next to each check.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import hasim
+from hasim.scenario import scenario_from_dict
+
+CYCLE = 20.0  # keepalived: the first instance's host is powered off for 10 s every 20 s
+DOWN = 10.0
+
+
+@cache
+def _keepalived(cycles: int, seed: int = 0, advert_int: float = 1.0, priority: int = 100,
+                instances: int = 2):
+    faults = [{"kind": "poweroff", "at": f"{10 + CYCLE * k}s", "target": "extlb1",
+               "duration": f"{DOWN}s"} for k in range(cycles)]
+    sc = scenario_from_dict({
+        "name": "keepalived-takeover",
+        "cluster": {"generate": {"masters": 1, "etcd": 1, "nodes": 2},
+                    "vars": {"loadbalancer_apiserver": {"address": "10.0.0.100", "port": 8383}}},
+        "balancers": {"external": {"kind": "haproxy", "instances": instances,
+                                   "vip": {"kind": "keepalived", "advert_int": f"{advert_int}s",
+                                           "priority": priority}}},
+        "faults": faults,
+        "duration": f"{10 + CYCLE * cycles}s",
+    })
+    return hasim.simulate(sc, seed=seed)
+
+
+def _window(a: float, priority: int, i: int) -> tuple[float, float]:
+    """keepalived takeover by instance i (priority p - i) after a MASTER crash (MODEL.md
+    §2.3): 3A + skew - U(0, A), skew = (256 - prio)/256 s: [2A + skew, 3A + skew]."""
+    skew = (256 - (priority - i)) / 256
+    return 2 * a + skew, 3 * a + skew
+
+
+@pytest.mark.parametrize("a,priority", [(1.0, 100), (2.0, 150)])
+def test_vrrp_takeover_window_and_mean(a, priority):
+    n = 100
+    res = _keepalived(n, advert_int=a, priority=priority)
+    mv = res.vip_moves
+    take = mv[mv["from"] == "extlb1"]
+    assert len(take) == n and set(take["to"]) == {"extlb2"}
+    lo, hi = _window(a, priority, 1)
+    x = take["takeover_s"].to_numpy()
+    assert (x >= lo - 1e-9).all() and (x <= hi + 1e-9).all(), (x.min(), x.max())
+    # mean of 3A + skew - U(0, A) is 3A + skew - A/2; the sample mean within 3%
+    mean = hi - a / 2
+    assert abs(x.mean() - mean) / mean < 0.03, (x.mean(), mean)
+    # and the whole distribution is uniform on the window (KS at 1%)
+    assert stats.kstest(x, stats.uniform(loc=lo, scale=hi - lo).cdf).pvalue > 0.01
+
+
+def test_vrrp_defaults_window_is_2_61_to_3_61_s():
+    """MODEL.md §2.3 states it in numbers: 2.61-3.61 s at defaults (priority 99 backup)."""
+    lo, hi = _window(1.0, 100, 1)
+    assert round(lo, 2) == 2.61 and round(hi, 2) == 3.61
+    x = _keepalived(100).vip_moves
+    x = x[x["from"] == "extlb1"]["takeover_s"]
+    assert x.min() >= 2.61 and x.max() <= 3.62
+
+
+def test_highest_priority_backup_takes_over():
+    """With 3 instances, extlb2 (priority 99) beats extlb3 (98): its master-down timer is
+    shorter by 1/256 s, and both heard the same last advert."""
+    mv = _keepalived(20, instances=3).vip_moves
+    take = mv[mv["from"] == "extlb1"]
+    assert len(take) == 20 and set(take["to"]) == {"extlb2"}
+
+
+def test_returning_master_preempts():
+    """Preempt (keepalived default): the returning priority-100 instance takes the VIP back,
+    a second move. keepalived starts it in BACKUP with its master-down timer at
+    advert_int + 1/256 s (``state MASTER``, ``vrrp_init_state``) and it discards the
+    lower-priority adverts (``vrrp_state_backup``), so it becomes MASTER A + 1/256 s after
+    it comes back."""
+    n, a = 50, 1.0
+    mv = _keepalived(n).vip_moves
+    back = mv[mv["from"] == "extlb2"]
+    assert len(back) == n and set(back["to"]) == {"extlb1"}
+    returns = 10 + DOWN + CYCLE * np.arange(n)
+    np.testing.assert_allclose(back["lost_at"].to_numpy(), returns)
+    np.testing.assert_allclose(back["time"].to_numpy() - returns, a + 1 / 256, atol=1e-9)
+    # moves alternate: takeover, preempt, takeover, ...
+    assert list(mv["from"]) == ["extlb1", "extlb2"] * n
+
+
+def test_state_changes_record_each_move():
+    res = _keepalived(5)
+    st = res.state_changes
+    ka = st[st["component"] == "keepalived"]
+    for _, m in res.vip_moves.iterrows():
+        at = ka[np.isclose(ka["time"], m["time"])]
+        assert {(r.host, r.to) for r in at.itertuples()} == {(m["from"], "vip-backup"),
+                                                              (m["to"], "vip-master")}
+
+
+def test_clients_connections_reset_after_a_move_and_reconnect():
+    """After each move the new holder knows no old connection: a kubelet's next packet on
+    its old connection gets RST (a request already in flight into the dead holder learns
+    it at its next retransmission), the kubelet redials and the next request succeeds.
+    No kubelet request ever times out: every takeover (<= 3.61 s) comes well before the
+    heartbeat timeout of 10 s."""
+    n = 20
+    res = _keepalived(n)
+    req = res.requests
+    kube = req[req["client"].isin(["node1/kubelet", "node2/kubelet"])].sort_values("start")
+    assert "timeout" not in set(kube["outcome"])
+    for _, m in res.vip_moves.iterrows():
+        for client, mine in kube.groupby("client"):
+            # the next heartbeat comes within 10.4 s; the in-flight one at the move resets
+            after = mine[mine["end"] >= m["time"]]
+            first_reset = after[after["outcome"] == "reset"]
+            assert not first_reset.empty, (client, m["time"])
+            r0 = first_reset.iloc[0]
+            assert r0["end"] - m["time"] < 10.4 + 0.5, (client, m["time"], r0["end"])
+            # nothing of this client succeeded between the move and that reset
+            between = after[after["end"] < r0["end"]]
+            assert (between["outcome"] != "ok").all()
+            nxt = mine[mine["start"] >= r0["end"]].iloc[0]
+            assert nxt["outcome"] == "ok", (client, m["time"])
+
+
+@pytest.mark.slow
+def test_vrrp_takeover_mean_many_samples():
+    x = _keepalived(1000, seed=1).vip_moves
+    x = x[x["from"] == "extlb1"]["takeover_s"].to_numpy()
+    lo, hi = _window(1.0, 100, 1)
+    assert abs(x.mean() - (hi - 0.5)) / (hi - 0.5) < 0.01
+    assert stats.kstest(x, stats.uniform(loc=lo, scale=hi - lo).cdf).pvalue > 0.01
+
+
+# --- kube-vip ---------------------------------------------------------------------------------
+
+KV_CYCLE = 100.0
+
+
+@cache
+def _kube_vip(cycles: int, lease: float, renew: float, retry: float, seed: int = 0,
+              fault: str = "crash", component: str = ""):
+    """Two control-plane nodes (etcd on separate hosts, so no etcd election interferes);
+    the holder fails for a while each cycle: master1 first, then master2 (which took the
+    VIP), alternately."""
+    faults = [{"kind": fault, "at": f"{10 + KV_CYCLE * k}s",
+               "target": f"master{1 + k % 2}{component}", "duration": f"{KV_CYCLE / 2}s"}
+              for k in range(cycles)]
+    sc = scenario_from_dict({
+        "name": "kube-vip-takeover",
+        "cluster": {"rules": "kubespray-2026-01",
+                    "generate": {"masters": 2, "etcd": 3, "nodes": 1},
+                    "vars": {"loadbalancer_apiserver": {"address": "10.0.0.200", "port": 6443}}},
+        "balancers": {"external": {"kind": "haproxy",
+                                   "vip": {"kind": "kube-vip", "lease_duration": f"{lease}s",
+                                           "renew_deadline": f"{renew}s",
+                                           "retry_period": f"{retry}s"}}},
+        "faults": faults,
+        "duration": f"{10 + KV_CYCLE * cycles}s",
+    })
+    return hasim.simulate(sc, seed=seed)
+
+
+def _kube_vip_bounds(lease: float, retry: float) -> tuple[float, float]:
+    """client-go leader election (kube-vip ``RunOrDie``): the holder renewed last at
+    r in (t - R, t]; a candidate trying every R (1 + 1.2 U) (JitterFactor 1.2) sees that
+    renewal at its next try o in [r, r + 2.2R) and acquires at its first try at or after
+    o + L, before o + L + 2.2R. So takeover - t lies in (L - R, L + 4.4R)."""
+    return lease - retry, lease + 4.4 * retry
+
+
+@pytest.mark.parametrize("lease,renew,retry", [(5.0, 3.0, 1.0), (30.0, 20.0, 4.0)])
+def test_kube_vip_takeover_about_the_lease_duration(lease, renew, retry):
+    n = 40
+    mv = _kube_vip(n, lease, renew, retry).vip_moves
+    assert len(mv) == n
+    # the holder alternates, as the faults do
+    assert list(mv["from"]) == ["master1", "master2"] * (n // 2)
+    lo, hi = _kube_vip_bounds(lease, retry)
+    x = mv["takeover_s"].to_numpy()
+    assert (x > lo).all() and (x < hi).all(), (x.min(), x.max())
+    # "About the lease duration": E[takeover - t] = E[r - t] + E[o - r] + E[acquire - o]
+    # = -R/2 + E[G^2]/(2 E[G]) + L + overshoot, with the try gap G = R (1 + 1.2 U):
+    # E[G] = 1.6 R, E[G^2] = 2.68 R^2, so E[o - r] = 0.8375 R (the forward recurrence
+    # time of the candidate's tries), and the overshoot past o + L is in [0, 2.2 R).
+    # Mean in [L + 0.3375 R, L + 2.5375 R]; the sample mean within 4 standard errors.
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert lease + 0.3375 * retry - 4 * se < x.mean() < lease + 2.5375 * retry + 4 * se
+
+
+def test_kube_vip_holder_that_cannot_renew_gives_the_vip_up():
+    """The holder's apiserver crashes (kube-vip itself stays up): it cannot renew, gives up
+    after RenewDeadline (OnStoppedLeading deletes the VIP) and the other node acquires the
+    lease once it expired: again within (L - R, L + 4.4R) of the fault."""
+    lease, renew, retry = 5.0, 3.0, 1.0
+    n = 20
+    mv = _kube_vip(n, lease, renew, retry, component="/apiserver").vip_moves
+    assert len(mv) == n
+    lo, hi = _kube_vip_bounds(lease, retry)
+    x = mv["takeover_s"].to_numpy()
+    assert (x > lo).all() and (x < hi).all(), (x.min(), x.max())
