@@ -29,6 +29,9 @@ class ClassAudit:
     purpose: str
     clients: int
     spofs: dict[str, int] = field(default_factory=dict)
+    #: Failures that no balancer routes around for a client whose connection already sits
+    #: on the apiserver that depends on them (see :func:`pinned_points`).
+    pinned: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Audit:
                     "purpose": c.purpose,
                     "clients": c.clients,
                     "spofs": c.spofs,
+                    "pinned": c.pinned,
                 }
                 for c in self.classes
             ],
@@ -78,6 +82,38 @@ def single_points(g: nx.DiGraph, client: str, purpose: str) -> list[str]:
     that purpose are followed. A client that reaches no target returns ``["unreachable"]``.
     """
     return _Paths(g, purpose).single_points(client)
+
+
+def pinned_points(g: nx.DiGraph, client: str, paths: dict[str, _Paths] | None = None
+                  ) -> list[str]:
+    """What an apiserver client loses writes to while its connection stays put.
+
+    A client that reaches several apiservers (through a load balancer) survives the loss
+    of one of them: its connection breaks and the next one goes elsewhere. It does NOT
+    survive the loss of what that apiserver itself depends on (its etcd endpoint: in 2016,
+    127.0.0.1:2379, its own member): the apiserver stays up and keeps the connection, nginx
+    has no health checks and HAProxy keeps established sessions on mark-down (no
+    `shutdown-sessions`), so a kubelet pinned there fails its writes for the whole outage
+    (MODEL.md §2.1, §2.2, §3). Returns those components, the client's own single points of
+    failure excluded, in graph order.
+    """
+    if g.nodes[client]["component"] == "kube-proxy":
+        return []  # it only lists (resourceVersion=0) and watches: the watch cache answers
+    if paths is None:
+        paths = {p: _Paths(g, p) for p in ("apiserver", "etcd")}
+    own = set(paths["apiserver"].single_points(client))
+    etcd = paths["etcd"]
+    apis = [n for n in nx.descendants(g, client)
+            if g.nodes[n]["component"] == "apiserver" and n not in own]
+    if len(apis) < 2:
+        return []  # one apiserver only: its losses are the client's own SPOFs
+    out: dict[str, None] = {}
+    for a in apis:
+        for p in etcd.single_points(a):
+            if p not in own and p != "unreachable":
+                out[p] = None
+    order = {n: i for i, n in enumerate(g)}
+    return sorted(out, key=lambda n: order[n])
 
 
 class _Paths:
@@ -144,6 +180,7 @@ class _Paths:
 def audit(g: nx.DiGraph) -> Audit:
     """Single points of failure per client class and plaintext edges of a topology."""
     per_class: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    pinned: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     sizes: Counter[tuple[str, str]] = Counter()
     paths = {p: _Paths(g, p) for p in ("apiserver", "etcd")}
     for n, d in g.nodes(data=True):
@@ -159,8 +196,13 @@ def audit(g: nx.DiGraph) -> Audit:
             sizes[key] += 1
             for spof in paths[purpose].single_points(n):
                 per_class[key][_describe(g, n, spof)] += 1
+            if purpose == "apiserver":
+                for p in pinned_points(g, n, paths):
+                    pinned[key][_describe(g, n, p)] += 1
     classes = [
-        ClassAudit(*key, sizes[key], dict(per_class[key].most_common())) for key in sorted(sizes)
+        ClassAudit(*key, sizes[key], dict(per_class[key].most_common()),
+                   dict(pinned[key].most_common()))
+        for key in sorted(sizes)
     ]
     plain = [
         PlainEdge(u, v, d["url"], d["crosses_hosts"])
@@ -188,6 +230,15 @@ def format_audit(result: Audit) -> str:
             continue
         parts = [f"{name} [{n}/{c.clients}]" for name, n in c.spofs.items()]
         lines.append(head + ", ".join(parts))
+    held = [c for c in result.classes if c.pinned]
+    if held:
+        lines.append("")
+        lines.append("Not routed around once connected (the apiserver stays up, the LB keeps "
+                     "the connection, its writes fail):")
+        for c in held:
+            head = f"  {c.client_class:<30} -> {c.purpose:<9} ({c.clients} client(s)): "
+            lines.append(head + ", ".join(f"{name} [{n}/{c.clients}]"
+                                          for name, n in c.pinned.items()))
     crossing = [e for e in result.plaintext if e.crosses_hosts]
     local = [e for e in result.plaintext if not e.crosses_hosts]
     lines.append("")

@@ -187,7 +187,42 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render_config(args: argparse.Namespace) -> int:
+    """Print (or write) the nginx.conf / haproxy.cfg of one host's load balancer."""
+    from hasim.render import render_config
+    from hasim.scenario import load_scenario
+
+    try:
+        name, text = render_config(load_scenario(args.scenario), args.host)
+    except ScenarioError as exc:
+        if exc.file is None:  # the renderer knows the host, not the file it came from
+            raise ScenarioError(exc.problem, file=args.scenario, field=exc.field) from None
+        raise
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            out = out / name
+        out.write_text(text)
+        print(f"{name} of {args.host} written to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """The real nginx/HAProxy of a scenario on loopback vs the simulator (docs/lab.md)."""
+    from hasim.lab import run_lab
+    from hasim.scenario import load_scenario
+
+    if args.trials < 1:
+        raise HasimError("--trials must be at least 1")
+    run_lab(load_scenario(args.scenario), args.trials, args.out, sim_trials=args.sim_trials)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "render-config": cmd_render_config,
+    "lab": cmd_lab,
     "endpoints": cmd_endpoints,
     "topology": cmd_topology,
     "validate": cmd_validate,
@@ -247,6 +282,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="the standard figures of a result directory (PNG)")
     p.add_argument("directory", metavar="DIR", help="a directory written by hasim run")
     p.add_argument("--out", metavar="DIR", help="where the PNGs go (default: DIR/plots)")
+
+    p = sub.add_parser("render-config", help="the real nginx.conf / haproxy.cfg of a host")
+    p.add_argument("scenario", metavar="SCENARIO")
+    p.add_argument("--host", required=True, metavar="NAME",
+                   help="a host with a load balancer (a node, or extlbN for the external one)")
+    p.add_argument("--out", metavar="FILE|DIR", help="write it there instead of printing it")
+
+    p = sub.add_parser("lab", help="real nginx/HAProxy on loopback vs the simulator",
+                       description="Run the scenario's load balancer for real (root; nginx, "
+                       "HAProxy, iproute2, iptables) in front of stub apiservers in a network "
+                       "namespace, fault the masters for real, and compare with the simulator "
+                       "(docs/lab.md).")
+    p.add_argument("scenario", metavar="SCENARIO")
+    p.add_argument("--trials", type=int, default=5, metavar="N", help="real trials (5)")
+    p.add_argument("--sim-trials", type=int, default=None, metavar="N",
+                   help="simulated trials (default 100)")
+    p.add_argument("--out", default="results/lab", metavar="DIR",
+                   help="where lab.parquet, lab-summary.csv and lab.png go")
 
     p = sub.add_parser("schema", help="the JSON Schema of scenario files")
     p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")

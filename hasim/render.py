@@ -121,7 +121,7 @@ stream {{
 {balance}{lines}  }}
 
   server {{
-    listen        {listen};
+    listen        {listen}{" reuseport" if spec.reuseport else ""};
     proxy_pass    kube_apiserver;
     proxy_timeout {_ms(spec.proxy_timeout)};
     proxy_connect_timeout {_ms(spec.proxy_connect_timeout)};

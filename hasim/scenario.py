@@ -112,6 +112,11 @@ class NginxSpec(_Strict):
     proxy_next_upstream: bool = True
     proxy_next_upstream_tries: int = Field(0, ge=0)
     proxy_next_upstream_timeout: Duration = 0.0
+    # `listen ... reuseport`: kubespray does not set it. Without it every worker waits on
+    # the one listening socket with EPOLLEXCLUSIVE and the kernel wakes the first idle
+    # worker, so at a node's load one worker takes nearly every connection (the lab: 147
+    # of 149); with it the kernel hashes each connection to a worker's own socket.
+    reuseport: bool = False
 
 
 class _HAProxyBase(_Strict):
@@ -219,7 +224,8 @@ class ClientsSpec(_Strict):
     disable_http2: bool = False
     dial_timeout: PositiveDuration = 30.0
     tls_handshake_timeout: PositiveDuration = 10.0
-    tcp_syn_timeout: PositiveDuration = 127.0
+    # None: the kernel's give-up time from network.tcp_syn_retries/linear (127 s classic).
+    tcp_syn_timeout: PositiveDuration | None = None
     watch_backoff_initial: PositiveDuration = 0.8
     watch_backoff_cap: PositiveDuration = 30.0
 
@@ -258,6 +264,13 @@ class NetworkSpec(_Strict):
     """The LAN: one round trip between any two hosts."""
 
     rtt: PositiveDuration = 0.0005
+    # The kernel's SYN retransmissions (MODEL.md §4): RTOs start at 1 s and double, the
+    # first `tcp_syn_linear_timeouts` + 1 of them stay at 1 s (sysctl of Linux >= 6.5,
+    # default 4 there; 0 is the classic doubling of older kernels), and a connect gives up
+    # after `tcp_syn_retries` retransmissions: 1, 3, 7, 15, 31, 63 s, failure at 127 s.
+    # A blackholed connect succeeds at the first retransmission after the path heals.
+    tcp_syn_retries: int = Field(6, ge=1, le=127)
+    tcp_syn_linear_timeouts: int = Field(0, ge=0)
 
 
 class ApiserverSpec(_Strict):

@@ -187,6 +187,9 @@ def test_to_dict_shape() -> None:
     assert spofs[("kubelet@kube-node", "apiserver")] == {
         "client_class": "kubelet@kube-node", "purpose": "apiserver", "clients": 5,
         "spofs": {"own lb": 5},
+        # 2016: each apiserver's etcd is its own member (127.0.0.1:2379); the LB keeps a
+        # kubelet's connection on an apiserver that lost it.
+        "pinned": {"master1/etcd": 5, "master2/etcd": 5, "master3/etcd": 5},
     }
     assert len(d["plaintext_edges"]) == 15 + 5 + 3 * 6
 

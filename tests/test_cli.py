@@ -196,3 +196,16 @@ def test_topology_audit_names_the_spofs(capsys: pytest.CaptureFixture[str]) -> N
     # 5 etcd proxies x 3 members, all plain http between hosts.
     assert "Plaintext connections that cross hosts: 15" in out
     assert "etcd-proxy -> etcd (http) x15" in out
+
+
+def test_lab_refuses_what_it_cannot_measure(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`hasim lab` (CONTRACT.md): a scenario without nginx or HAProxy, or no trials, is bad
+    input: exit 2, a message naming the file or the option, nothing run."""
+    assert main(["lab", str(SCENARIOS / "default-mode.yaml"), "--trials", "1",
+                 "--out", str(tmp_path / "lab")]) == 2
+    err = capsys.readouterr().err
+    assert "default-mode.yaml" in err and "load balancer" in err
+    assert main(["lab", str(SCENARIOS / "local-lb.yaml"), "--trials", "0"]) == 2
+    assert "--trials" in capsys.readouterr().err
+    assert not (tmp_path / "lab").exists()

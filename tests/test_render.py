@@ -97,3 +97,34 @@ def test_real_software_accepts_the_configuration(
         cmd = ["haproxy", "-c", "-f", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cli_prints_and_writes_the_same_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hasim.cli import main
+
+    path = str(ROOT / "scenarios" / "local-lb.yaml")
+    _, text = render_config(_scenario("local-lb.yaml"), "node1")
+    assert main(["render-config", path, "--host", "node1"]) == 0
+    assert capsys.readouterr().out == text
+    assert main(["render-config", path, "--host", "node1", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "nginx.conf").read_text() == text
+
+
+def test_reuseport_is_rendered_when_set() -> None:
+    _, text = render_config(_scenario("local-lb.yaml", {"balancers.local.reuseport": True}),
+                            "node1")
+    assert "listen        127.0.0.1:443 reuseport;" in text
+
+
+def test_cli_names_the_file_and_the_host_it_cannot_render(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hasim.cli import main
+
+    path = str(ROOT / "scenarios" / "default-mode.yaml")
+    assert main(["render-config", path, "--host", "node1"]) == 2
+    err = capsys.readouterr().err
+    assert "default-mode.yaml" in err and "--host" in err and "node1" in err
+    assert "Traceback" not in err

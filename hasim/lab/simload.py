@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import simpy
@@ -222,6 +223,20 @@ def balancer_spec(scenario: Scenario, component: str, kind: str
     return spec.external or ExternalHAProxySpec.model_validate({})
 
 
+def with_host_kernel(scenario: Scenario) -> Scenario:
+    """The scenario with this machine's SYN retransmission sysctls: the real side of the
+    lab runs on this kernel (Linux >= 6.5 resends SYNs every second four times, older
+    kernels double from 1 s), so the simulated side must resend as it does."""
+    proc = Path("/proc/sys/net/ipv4")
+    over: dict[str, Any] = {}
+    for key in ("tcp_syn_retries", "tcp_syn_linear_timeouts"):
+        try:
+            over[f"network.{key}"] = int((proc / key).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # an older kernel has no tcp_syn_linear_timeouts: the classic doubling
+    return scenario.with_overrides(over) if over else scenario
+
+
 def simulate_lab(scenario: Scenario, host: str, load: LoadSpec, seed: int, t_start: float,
                  duration: float) -> SimTrial:
     """One simulated trial of the lab: the LB of ``host``, its apiservers, the scenario's
@@ -235,7 +250,8 @@ def simulate_lab(scenario: Scenario, host: str, load: LoadSpec, seed: int, t_sta
     rec = Recorder()
     checks = TimedChecks(env)
     rec.checks = checks
-    net = Network(env, spec.network.rtt, rec)
+    net = Network(env, spec.network.rtt, rec, spec.network.tcp_syn_retries,
+                  spec.network.tcp_syn_linear_timeouts)
     apis = Apiservers(net, spec.apiserver.service_time)
     clock_phase = float(rng["clock"].random())
     servers: list[Proc] = []

@@ -29,7 +29,7 @@ from hasim.lab.load import LoadSpec
 from hasim.lab.measure import Request, TrialRecords
 from hasim.lab.netns import Namespace, stopping
 from hasim.lab.runner import LOAD_SCRIPT, Balancer, Stubs, start_balancer
-from hasim.lab.simload import balancer_spec, simulate_lab
+from hasim.lab.simload import balancer_spec, simulate_lab, with_host_kernel
 from hasim.lab.stubs import HEALTHZ, make_certificate
 from hasim.render import backends, balancer_node, render_config
 from hasim.scenario import NginxSpec, Scenario
@@ -314,7 +314,7 @@ class RealLab:
 def sim_trial(plan: LabPlan, i: int, n: int, seed: int) -> TrialRecords:
     """Simulated trial ``i`` of ``n`` (seed ``seed + i``)."""
     shift = plan.shift(i, n)
-    scen = plan.scenario_for(shift)
+    scen = with_host_kernel(plan.scenario_for(shift))
     st = simulate_lab(scen, plan.host, plan.load, seed + i, LOAD_START, plan.duration(shift))
     return TrialRecords(st.requests, st.states, st.faults, st.check_times, st.clients,
                         st.duration, plan.host, plan.backends, {"shift": shift})

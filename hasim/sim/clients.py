@@ -47,23 +47,22 @@ Opener = Callable[[Proc], Generator[simpy.Event, Any, "Session | str"]]
 class DirectDialer:
     """A client that connects straight to one apiserver (the default, non-HA mode)."""
 
-    def __init__(self, env: simpy.Environment, net: Network, target: Proc, syn_timeout: float):
+    def __init__(self, env: simpy.Environment, net: Network, target: Proc,
+                 syn_timeout: float | None = None):
         self.env, self.net, self.target = env, net, target
-        self.syn_timeout = syn_timeout
+        self.syn_timeout = syn_timeout or net.syn_give_up
         self.name = f"{target[0]}/{target[1]}"
 
     def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
-        outcome = self.net.connect(client[0], self.target)
+        # Unanswered, the kernel resends the SYN and gives up after tcp_syn_retries. The
+        # client's own dial timeout (client-go ``net.Dialer{Timeout: 30s}``, or the
+        # request's) usually ends the wait first: Client._dial stops waiting then.
+        outcome = yield from self.net.dial(client[0], self.target, self.syn_timeout)
         if outcome == OK:
-            yield self.env.timeout(2 * self.net.rtt)  # TCP, then TLS
+            yield self.env.timeout(self.net.rtt)  # then TLS
             return Session(self.net, client, [(client[0], self.target)], self.target)
         if outcome == REFUSED:
-            yield self.env.timeout(self.net.rtt)
             return REFUSED
-        # tcp_syn_retries: the kernel gives up. The client's own dial timeout (client-go
-        # ``net.Dialer{Timeout: 30s}``, or the request's) usually ends the wait first:
-        # Client._dial then stops waiting for this attempt.
-        yield self.env.timeout(self.syn_timeout)
         return TIMEOUT
 
 
@@ -297,7 +296,10 @@ class Kubelet(Client):
         yield env.timeout(self.status_offset)
         while True:
             yield from self.wait_alive(k.status_update_frequency)
-            yield from self._heartbeat("status", write=False)
+            # A PATCH of nodes/status: a write, so it needs etcd's quorum like the lease.
+            # (kube-proxy's list is a read with resourceVersion=0, answered from the
+            # apiserver's watch cache without etcd: it stays write=False.)
+            yield from self._heartbeat("status", write=True)
             yield env.timeout(k.status_update_frequency)
 
 

@@ -13,10 +13,11 @@ also set (``tcpcheck_eval_connect``); the read phase by ``timeout check`` when s
 Connections follow ``src/backend.c``/``stream.c``: ``roundrobin`` or ``leastconn``
 (``conns/eweight``, ``slowstart`` ramping the weight after a server comes UP); a failed
 connect is retried ``retries`` times; after an immediate error (RST) a 1 s turn-around
-(``min(1s, timeout connect)``) comes first, except when redispatching with a round-robin
-algorithm; ``option redispatch`` moves the retry to another server when the server is
-not running, on the last retry, and on every retry for round-robin algorithms with more
-than one server up (``stream_choose_redispatch``). Without ``timeout connect`` a connect
+(``min(1s, timeout connect)``) comes first, except when the retry is redispatched to
+another server; ``option redispatch`` moves the retry to another server when the server
+is not running, on the last retry, and on every retry when more than one server is up
+and the algorithm is not hash-based (``stream_choose_redispatch``: roundrobin and
+leastconn alike). Without ``timeout connect`` a connect
 waits for the kernel (``tcp_syn_retries`` 6: 127 s). Established sessions survive a
 mark-down unless ``shutdown_sessions`` (``on-marked-down shutdown-sessions``).
 """
@@ -99,7 +100,7 @@ class HAProxy:
         servers: list[Proc],
         spec: _HAProxyBase,
         rng: np.random.Generator,
-        kernel_syn_timeout: float = 127.0,
+        kernel_syn_timeout: float | None = None,
         api_health: Any = None,
     ) -> None:
         self.env, self.net, self.rec = env, net, rec
@@ -110,7 +111,7 @@ class HAProxy:
         self.servers = [Server(p, spec.rise, spec.fall) for p in servers]
         self.rr_next = 0
         self.rng = rng
-        self.connect_timeout = spec.timeout_connect or kernel_syn_timeout
+        self.connect_timeout = spec.timeout_connect or kernel_syn_timeout or net.syn_give_up
         #: Callable (proc) -> bool: whether that apiserver's /healthz answers 200.
         self.api_health = api_health
         net.add_process(self.proc)
@@ -151,12 +152,10 @@ class HAProxy:
         key = (self.name, f"{srv.proc[0]}/{srv.proc[1]}", "active")
         while gen == self.generation and net.is_alive(self.proc):
             self.rec.checks[key] += 1
-            outcome = net.connect(self.host, srv.proc)
+            outcome = yield from net.dial(self.host, srv.proc, connect_limit)
             if outcome == REFUSED:
-                yield env.timeout(net.rtt)
                 passed, why = False, "Connection refused"
             elif outcome != OK:
-                yield env.timeout(connect_limit)
                 passed, why = False, "Layer4 timeout"
             else:
                 reply = 2 * net.rtt + net.slow.get(srv.proc, 0.0)  # TLS hello, then the GET
@@ -164,10 +163,10 @@ class HAProxy:
                 if s.check_type == "httpchk":
                     reply += net.rtt
                 if reply > limit:
-                    yield env.timeout(net.rtt + limit)
+                    yield env.timeout(limit)
                     passed, why = False, "Layer7 timeout"
                 else:
-                    yield env.timeout(net.rtt + reply)
+                    yield env.timeout(reply)
                     if not net.reachable(self.host, srv.proc[0]):
                         # The host vanished (power-off, partition) while the check was in
                         # flight: no reply and no RST will ever come, so the check ends when
@@ -227,7 +226,9 @@ class HAProxy:
             return None
         # leastconn: fewest conns per unit of effective weight; equal keys go to the one
         # picked longest ago (a server is re-queued behind its equals when it is used).
-        best = min(up, key=lambda s: (s.conns / self._weight(s), s.last_pick))
+        # fwlc_queue_srv: key (inflight + 1) * SRV_EWGHT_MAX / eweight, so a server in
+        # slowstart (tiny eweight) is kept away even while it holds no connection.
+        best = min(up, key=lambda s: ((s.conns + 1) / self._weight(s), s.last_pick))
         best.last_pick = self.env.now
         return best
 
@@ -248,11 +249,11 @@ class HAProxy:
                 if srv is None:
                     return RESET  # no server available: the client connection is closed
                 current = srv
+                attempt_at = env.now
                 srv.conns += 1
                 self.rec.checks[(self.name, f"{srv.proc[0]}/{srv.proc[1]}", "connection")] += 1
-                outcome = net.connect(self.host, srv.proc)
+                outcome = yield from net.dial(self.host, srv.proc, self.connect_timeout)
                 if outcome == OK:
-                    yield env.timeout(net.rtt)
                     sess = Session(net, client, [(client[0], self.proc), (self.host, srv.proc)],
                                    srv.proc, lb=self.name)
                     srv.sessions.add(sess)
@@ -261,29 +262,67 @@ class HAProxy:
                     env.process(self._idle_timer(sess))
                     return sess
                 immediate = outcome == REFUSED
-                yield env.timeout(net.rtt if immediate else self.connect_timeout)
                 srv.conns -= 1
                 current = None
                 if retries_left == 0 or not net.is_alive(self.proc):
                     return RESET
                 retries_left -= 1
+                # stream_choose_redispatch (2.6): with `option redispatch`, every
+                # non-hash algorithm (roundrobin and leastconn alike) moves a failed
+                # connect to another server at once when more than one server is up;
+                # back_handle_st_cer waits the 1 s turn-around only when the retry stays
+                # on the same server. The lab saw it: `master2 1/0/3 ... +1`, 0 ms.
                 n_up = len(self._running())
-                rr = s.balance == "roundrobin"
                 redispatch = s.redispatch and (
-                    srv not in self._running() or retries_left == 0 or (rr and n_up > 1)
+                    srv not in self._running() or retries_left == 0 or n_up > 1
                 )
-                if immediate and not (redispatch and rr and n_up > 1):
+                if immediate and not (redispatch and n_up > 1):
                     yield env.timeout(min(1.0, self.connect_timeout))
                 if redispatch:
                     srv = self.select(avoid=srv)
         except simpy.Interrupt:
+            # The client gave up mid-connect. Without `option abortonclose` its FIN only
+            # shuts the client side: HAProxy finishes the pending connect (and holds the
+            # server's slot meanwhile), then closes the server side.
             if current is not None:
-                current.conns -= 1
+                env.process(self._finish_connect(current, attempt_at))
             return RESET
 
-    def _release(self, srv: Server, sess: Session) -> None:
+    def _finish_connect(self, srv: Server, attempt_at: float
+                        ) -> Generator[simpy.Event, Any, None]:
+        left = attempt_at + self.connect_timeout - self.env.now
+        outcome = yield from self.net.dial(self.host, srv.proc, max(left, 0.0))
+        if outcome == OK:
+            yield self.env.timeout(self.net.rtt)  # FIN to the server, its FIN back
         srv.conns -= 1
+
+    def _release(self, srv: Server, sess: Session) -> None:
         srv.sessions.discard(sess)
+        net = self.net
+        if (sess.cause in ("haproxy timeout", "shutdown-sessions")
+                or not net.is_alive(self.proc)
+                or net.reachable(self.host, srv.proc[0])):
+            srv.conns -= 1
+            return
+        # mode tcp without `option abortonclose`: a client that leaves closes its side
+        # only; HAProxy keeps the server side, counted in the server's `served` (which
+        # leastconn balances on), until the server's FIN gets through or `timeout
+        # server`. The lab saw the blackholed-then-healed master get no traffic for it.
+        self.env.process(self._linger(srv))
+
+    def _linger(self, srv: Server) -> Generator[simpy.Event, Any, None]:
+        """Hold ``srv``'s slot while its half-closed connection waits for the path: the
+        FIN is retransmitted from ``TCP_RTO_MIN`` (0.2 s) doubling (to ``TCP_RTO_MAX``,
+        120 s); the first one after the path heals is answered one round trip later."""
+        env, net = self.env, self.net
+        deadline = env.now + self.spec.timeout_server
+        rto = 0.2
+        while env.now < deadline and not net.reachable(self.host, srv.proc[0]):
+            yield env.timeout(min(rto, deadline - env.now))
+            rto = min(2 * rto, 120.0)
+        if env.now < deadline:
+            yield env.timeout(net.rtt)
+        srv.conns -= 1
 
     def _idle_timer(self, sess: Session) -> Generator[simpy.Event, Any, None]:
         """``timeout server`` (nothing read from the server) and ``timeout client``."""

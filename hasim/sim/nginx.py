@@ -22,6 +22,8 @@ The peer choice and failure accounting follow nginx's source line by line
   for all) and the client is closed ("no live upstreams").
 - A single server is never marked down (``peers->single``).
 - Without ``zone``, each worker process keeps its own copy of all of this.
+- Without ``listen ... reuseport`` the first idle worker accepts (``EPOLLEXCLUSIVE``):
+  worker 0 at a node's load; with it, a hash spreads connections over the workers.
 - No active health checks: nginx OSS sends nothing to a healthy server.
 """
 
@@ -209,7 +211,13 @@ class NginxProxy:
         if net.connect(client[0], self.proc) != OK:
             yield env.timeout(net.rtt if client[0] != self.host else 0.0)
             return REFUSED
-        w = int(self.rng.integers(len(self.workers))) if len(self.workers) > 1 else 0
+        # Which worker accepts: without `reuseport` nginx (>= 1.11.3, accept_mutex off)
+        # registers the shared listener with EPOLLEXCLUSIVE and the kernel wakes the first
+        # worker idle in epoll_wait: worker 0, as a node's connections never keep it busy.
+        # With `reuseport` the kernel hashes the 4-tuple over the workers' own sockets.
+        w = 0
+        if self.spec.reuseport and len(self.workers) > 1:
+            w = int(self.rng.integers(len(self.workers)))
         up = self.workers[w]
         spec = self.spec
         n = len(self.servers)
@@ -228,15 +236,13 @@ class NginxProxy:
             srv = self.servers[i]
             kind = "passive" if probing[i] else "connection"
             self.rec.checks[(self.name, f"{srv[0]}/{srv[1]}", kind)] += 1
-            outcome = net.connect(self.host, srv)
+            outcome = yield from net.dial(self.host, srv, spec.proxy_connect_timeout)
             if outcome == OK:
-                yield env.timeout(net.rtt)
                 sess = Session(net, client, [(client[0], self.proc), (self.host, srv)], srv,
                                lb=self.name)
                 sess.on_close.append(partial(self._finalize, up, i))
                 env.process(self._idle_timer(sess))
                 return sess
-            yield env.timeout(net.rtt if outcome == REFUSED else spec.proxy_connect_timeout)
             tries -= 1
             if up.free(i, self.ngx_time(), failed=True):
                 cause = "connect refused" if outcome == REFUSED else "proxy_connect_timeout"

@@ -35,10 +35,6 @@ from hasim.sim.records import Recorder
 
 VIP_PROC: Proc = ("vip", "vip")
 TIMEOUT = "timeout"
-#: Gaps between a SYN and its retransmissions, then the wait after the last one (Linux
-#: ``TCP_TIMEOUT_INIT`` 1 s doubling, ``tcp_syn_retries`` 6: connect fails after 127 s).
-SYN_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-SYN_GIVE_UP = 64.0
 #: Linux ``TCP_RTO_MIN``: the first retransmission timeout on a LAN (then doubling).
 RTO_MIN = 0.2
 #: client-go ``leaderelection.JitterFactor`` (kube-vip's acquire loop).
@@ -234,8 +230,9 @@ class Vip:
         """Dial the VIP: the holder's LB, or no answer while the VIP is between holders.
 
         While nobody holds the VIP the SYN goes unanswered and the kernel retransmits it
-        with exponential backoff (Linux: initial RTO 1 s, doubling, ``tcp_syn_retries`` 6:
-        SYNs at 0, 1, 3, 7, 15, 31, 63 s, failure at 127 s; MODEL.md §4). A retransmitted
+        (``Network.syn_resends``; classic Linux: initial RTO 1 s, doubling,
+        ``tcp_syn_retries`` 6: SYNs at 0, 1, 3, 7, 15, 31, 63 s, failure at 127 s; MODEL.md
+        §4). A retransmitted
         SYN that arrives after the VIP moved reaches the new holder and connects; the
         client's own dial or request timeout may end the attempt first (it interrupts
         this process). Before, the dial waited for the client's timeout even when the VIP
@@ -244,15 +241,17 @@ class Vip:
         env = self.env
         holder = self._answers(client)
         if holder is None:
+            start = env.now
             try:
-                for gap in SYN_BACKOFF:
-                    yield env.timeout(gap)
+                for t in self.net.syn_resends:  # the kernel's schedule (network spec)
+                    yield env.timeout(start + t - env.now)
                     holder = self._answers(client)
                     if holder is not None:
                         break
                 else:
-                    yield env.timeout(SYN_GIVE_UP)  # the last SYN's timer runs out
-                    return TIMEOUT  # tcp_syn_retries exhausted
+                    # the last SYN's timer runs out: tcp_syn_retries exhausted
+                    yield env.timeout(start + self.net.syn_give_up - env.now)
+                    return TIMEOUT
             except simpy.Interrupt:
                 return TIMEOUT  # the client's own timeout fired first
         got = yield from self.targets[holder].open_session(client)

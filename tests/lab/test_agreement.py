@@ -28,13 +28,8 @@ METRICS = ["detect_s", "failover_s", "check_rate_per_s"]
 
 #: (cell, metric) -> the model change that makes the simulator agree (docs/lab.md).
 KNOWN: dict[tuple[str, str], str] = {
-    ("haproxy-short-crash", "failover_s"):
-        "hasim/sim/haproxy.py HAProxy.open_session: with `option redispatch` HAProxy 2.6 "
-        "redispatches a failed connect AT ONCE to another server for every non-hash "
-        "algorithm (leastconn too, stream_choose_redispatch: != BE_LB_KIND_HI) when more "
-        "than one server is up, and waits the 1 s turn-around only when it retries the "
-        "same server; the sim does both only for roundrobin, so its clients time out "
-        "behind 1 s turn-arounds until the server is marked DOWN",
+    # Empty since the four model changes of docs/lab.md were made (HAProxy's immediate
+    # redispatch, nginx's first idle worker, SYN resends, HAProxy's half-closed slots).
 }
 
 #: MODEL.md §2.2 parameters of the short-timing HAProxy cells (hasim.lab.matrix).

@@ -298,6 +298,26 @@ def test_reprobe_load_never_exceeds_the_bound(fail_timeout: int) -> None:
         assert n <= workers * per_worker, source
 
 
+@pytest.mark.parametrize("reuseport", [False, True])
+def test_which_worker_accepts(reuseport: bool) -> None:
+    # Without `reuseport` the kernel wakes the first idle worker (EPOLLEXCLUSIVE): one
+    # worker learns of the dead master and probes it; with it, connections are hashed over
+    # both workers and each keeps its own failure state (no `zone`), so both learn of it.
+    nodes = 6
+    res = hasim.simulate(local_nginx({"proxy_timeout": "1s", "workers": 2,
+                                      "reuseport": reuseport}, nodes,
+                                     [{"at": "0s", "target": "master1/apiserver",
+                                       "kind": "crash"}], 120.0), seed=5)
+    st = res.state_changes
+    downs = st[st["component"].str.match(r"^lb\[w\d+\]$") & (st["to"] == "down")]
+    per_node = downs.groupby("host")["component"].nunique()
+    assert len(per_node) == nodes
+    if reuseport:
+        assert (per_node == 2).all()
+    else:
+        assert set(downs["component"]) == {"lb[w0]"}
+
+
 def test_reprobe_load_reaches_the_bound_with_frequent_connections() -> None:
     # Frequent new connections: nginx idle-closes every session after 100 ms and
     # kube-proxy re-lists after a 0.1-0.2 s backoff, so every node opens a few

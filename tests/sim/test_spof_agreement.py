@@ -26,7 +26,7 @@ from functools import cache
 import pytest
 
 import hasim
-from hasim.audit import audit, single_points
+from hasim.audit import audit, pinned_points, single_points
 from hasim.scenario import scenario_from_dict
 
 AT, FOR, END = 30.0, 60.0, 100.0
@@ -110,11 +110,6 @@ def _hit(g, target: str, spofs: set[str]) -> bool:
     return any(g.nodes[s]["host"] == target for s in spofs)
 
 
-def _behind_passive_lb(g, client: str) -> bool:
-    return any(g.nodes[v]["component"] == "lb" and g.nodes[v]["kind"] == "nginx"
-               for v in g.successors(client))
-
-
 def test_per_client_spofs_are_the_audits():
     """single_points per client aggregates to exactly what ``audit`` reports per class."""
     for mode in MODES:
@@ -155,13 +150,12 @@ def test_sim_agrees_with_audit(mode, target):
         periodic = not client.endswith("/kube-proxy")
         if _hit(g, target, spofs):
             if target.endswith("/etcd") and purpose == "apiserver":
-                # Behind an apiserver, an etcd loss shows only in writes: the model serves
-                # reads without etcd (clients.py checks Apiservers.can_write for writes
-                # only; the kubelet's status update is sent as a read). Kubelet lease
-                # renewals are writes; kube-proxy only reads. See the xfail test below.
+                # Behind an apiserver, an etcd loss shows in writes (the kubelet's lease
+                # renewals and status PATCHes); kube-proxy's lists and watches are served
+                # from the apiserver's watch cache.
                 if not periodic:
                     continue
-                mine = mine[mine["kind"] == "lease"]
+                mine = mine[mine["kind"].isin(["lease", "status"])]
             # a SPOF: every request started during the fault fails
             during = mine[(mine["start"] > AT) & (mine["start"] < AT + FOR)]
             assert len(during) >= 2, (client, "too few requests to tell")
@@ -169,9 +163,8 @@ def test_sim_agrees_with_audit(mode, target):
                 f"{client}: audit lists {target} as a SPOF, but requests succeeded:\n"
                 f"{during[during['outcome'] == 'ok']}")
         else:
-            if (purpose == "apiserver" and target.endswith("/etcd")
-                    and _behind_passive_lb(g, client)):
-                continue  # the known gap: see test_nginx_pins_clients_to_an_apiserver...
+            if purpose == "apiserver" and target in pinned_points(g, client):
+                continue  # the client's connection may sit there: the dedicated test below
             after = mine[(mine["start"] >= AT + FAILOVER[purpose])
                          & (mine["start"] < AT + FOR)]
             # kubelet and flannel poll every 10 s; kube-proxy may sit in one unbroken
@@ -201,27 +194,29 @@ def test_criterion_examples_are_covered():
             "default-node1/etcd-proxy", "local-lb-node1/lb"} <= ids
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "audit.py treats every apiserver behind the local nginx as an alternative path, but "
-    "nginx OSS has no health checks (MODEL.md §2.1): an apiserver that is up but has lost "
-    "its only etcd endpoint (2016: 127.0.0.1:2379, its own member) keeps the connections "
-    "nginx pinned to it, and those clients' writes fail for the whole outage"))
 def test_nginx_pins_clients_to_an_apiserver_whose_etcd_died():
+    """Behind the local nginx (no health checks), a kubelet whose connection sits on
+    master1 keeps it when master1's only etcd endpoint (its own member) dies: the
+    apiserver stays up, so its lease writes fail for the whole outage. The audit lists
+    master1/etcd as not routed around ("pinned") though it is no SPOF."""
     g = _graph("local-lb")
-    req = _run("local-lb", "master1/etcd").requests
     assert "master1/etcd" not in _spofs(g, "node1/kubelet", "apiserver")
-    lease = req[(req["client"] == "node1/kubelet") & (req["kind"] == "lease")
-                & (req["start"] >= AT + FAILOVER["apiserver"]) & (req["start"] < AT + FOR)]
-    assert len(lease) >= 5
-    assert (lease["outcome"] == "ok").all()
+    assert "master1/etcd" in pinned_points(g, "node1/kubelet")
+    assert pinned_points(g, "node1/kube-proxy") == []  # reads come from the watch cache
+    req = _run("local-lb", "master1/etcd").requests
+    kubelets = req[req["client"].str.match(r"^node\d+/kubelet$")]
+    before = kubelets[(kubelets["start"] < AT) & (kubelets["outcome"] == "ok")]
+    on_master1 = {c for c, g_ in before.groupby("client")
+                  if g_.sort_values("start").iloc[-1]["backend"] == "master1"}
+    assert on_master1  # least_conn's tie-break: each node's first connection (MODEL §2.1)
+    for client in sorted(on_master1):
+        lease = kubelets[(kubelets["client"] == client) & (kubelets["kind"] == "lease")
+                         & (kubelets["start"] >= AT + FAILOVER["apiserver"])
+                         & (kubelets["start"] < AT + FOR)]
+        assert len(lease) >= 5
+        assert (lease["outcome"] != "ok").all(), client
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "clients.py sends the kubelet's node status update with write=False, and only writes "
-    "are checked against etcd (Apiservers.can_write): the status update is a PATCH of "
-    "nodes/status, a write, and in 2016 kubespray even reads need etcd's quorum "
-    "(--etcd-quorum-read=true, MODEL.md §3), so it must fail while the apiserver's only "
-    "etcd member is down"))
 def test_node_status_updates_fail_when_the_apiservers_etcd_is_down():
     """Default mode: the workers' kubelets use master1's apiserver, whose only etcd
     endpoint is its own member (audit: ``own etcd`` for the apiserver)."""

@@ -38,8 +38,12 @@ OUTCOMES = {"ok", "refused", "timeout", "reset", "error"}
 
 @cache
 def local_lb_crash():
-    """scenarios/local-lb.yaml: nginx on every node, m[0] crashes at 60 s for 5 min (7 min run)."""
-    sc = hasim.load_scenario(SCENARIOS / "local-lb.yaml").with_overrides({"duration": "7m"})
+    """scenarios/local-lb.yaml: nginx on every node, m[0] crashes at 60 s for 5 min (7 min
+    run). With its 10 min proxy_timeout no node's nginx would ever route a connection to
+    the dead master (least_conn's tie-break sends the redials elsewhere: MODEL.md §2.1), so
+    nothing would be detected; a 5 s proxy_timeout makes connections churn (KS #655)."""
+    sc = hasim.load_scenario(SCENARIOS / "local-lb.yaml").with_overrides(
+        {"duration": "7m", "balancers.local.proxy_timeout": "5s"})
     return hasim.simulate(sc, seed=0)
 
 
