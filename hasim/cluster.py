@@ -84,7 +84,7 @@ class Cluster:
 
     def host(self, name: str) -> Host:
         """The host called ``name`` (``KeyError`` if there is none)."""
-        return self._by_name[name]  # type: ignore[attr-defined,no-any-return]
+        return self._by_name[name]  # type: ignore[attr-defined]
 
     def has_host(self, name: str) -> bool:
         """Whether a host of that name exists."""

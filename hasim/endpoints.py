@@ -100,7 +100,8 @@ class HostView:
                 f"expected a TCP port number, got {raw!r}", file=self.source, field=name
             ) from None
         if not 0 < port < 65536:
-            raise ScenarioError(f"port {port} is out of range 1-65535", file=self.source, field=name)
+            raise ScenarioError(f"port {port} is out of range 1-65535", file=self.source,
+                                field=name)
         return port
 
     @property
@@ -325,7 +326,8 @@ def _apiserver_2026(h: HostView) -> str | None:
         return None
     lb = h.external_lb()
     if lb is not None:
-        return f"https://{_domain_2026(h)}:{h.port('loadbalancer_apiserver.port', lb.get('port', 6443))}"
+        port = h.port("loadbalancer_apiserver.port", lb.get("port", 6443))
+        return f"https://{_domain_2026(h)}:{port}"
     if not h.is_master and _localhost_lb_2026(h):
         return f"https://localhost:{h.port('loadbalancer_apiserver_port')}"
     if h.is_master:
@@ -400,8 +402,8 @@ def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict
 
     ``cluster`` is a :class:`~hasim.cluster.Cluster` or anything with a ``cluster``
     attribute that is one (a :class:`~hasim.scenario.Scenario`). ``rules`` names the rule
-    set; when None, a scenario's own rule set is used, else ``ha-mode-2016``. Raises :class:`ScenarioError` when the cluster
-    cannot be evaluated: no master, or a malformed ``loadbalancer_apiserver``.
+    set; when None, a scenario's own rule set is used, else ``ha-mode-2016``. Raises
+    :class:`ScenarioError` when the cluster cannot be evaluated: no master, or a malformed ``loadbalancer_apiserver``.
     """
     if not isinstance(cluster, Cluster):
         if rules is None:

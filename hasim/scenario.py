@@ -575,7 +575,8 @@ def _merge_inline(cluster: Cluster, hosts: Mapping[str, HostSpec], source: str) 
         own.update(hs.vars)
         if name in index:
             old_name, old_groups, old_vars = rows[index[name]]
-            rows[index[name]] = (old_name, sorted(set(old_groups) | set(hs.groups)), {**old_vars, **own})
+            rows[index[name]] = (old_name, sorted(set(old_groups) | set(hs.groups)),
+                                 {**old_vars, **own})
         else:
             index[name] = len(rows)
             rows.append((name, list(hs.groups), own))

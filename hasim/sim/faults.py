@@ -131,12 +131,20 @@ class FaultInjector:
         if spec.kind == "poweroff":
             for h in sorted(hosts):
                 net.power_off(h)
-            return lambda: [net.power_on(h) for h in sorted(hosts)]
+            def power_on() -> None:
+                for h in sorted(hosts):
+                    net.power_on(h)
+
+            return power_on
         if spec.kind == "partition":
             added = net.partition(pairs)
             return lambda: net.heal(added)
         if spec.kind == "slow":
             for p in procs:
                 net.slow[p] = net.slow.get(p, 0.0) + spec.delay
-            return lambda: [net.slow.__setitem__(p, net.slow[p] - spec.delay) for p in procs]
+            def unslow() -> None:
+                for p in procs:
+                    net.slow[p] -= spec.delay
+
+            return unslow
         raise ValueError(f"unknown fault kind {spec.kind}")
