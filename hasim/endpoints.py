@@ -403,7 +403,8 @@ def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict
     ``cluster`` is a :class:`~hasim.cluster.Cluster` or anything with a ``cluster``
     attribute that is one (a :class:`~hasim.scenario.Scenario`). ``rules`` names the rule
     set; when None, a scenario's own rule set is used, else ``ha-mode-2016``. Raises
-    :class:`ScenarioError` when the cluster cannot be evaluated: no master, or a malformed ``loadbalancer_apiserver``.
+    :class:`ScenarioError` when the cluster cannot be evaluated: no master, or a
+    malformed ``loadbalancer_apiserver``.
     """
     if not isinstance(cluster, Cluster):
         if rules is None:
