@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint system-deps bench calibrate clean
+.PHONY: demo test test-all lint system-deps bench calibrate report notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,18 @@ bench: $(STAMP)
 CALIBRATE_ARGS ?= --matrix full --trials 6 --parallel 2
 calibrate: $(STAMP) system-deps
 	$(PY) -m hasim.lab calibrate $(CALIBRATE_ARGS) --out results/calibration
+
+# Every notebook of notebooks/ executed (papermill) into results/report/: NAME.html, the
+# executed NAME.ipynb and the figures as PNG in figures/NAME/. The lab notebook needs root
+# and the lab's packages (system-deps); without them it is skipped with the reason.
+report: $(STAMP) system-deps
+	$(PY) -m hasim.report --out results/report
+
+# JupyterLab on the notebooks (installs the `notebooks` extra into .venv once; as root,
+# Jupyter wants --allow-root).
+notebooks: $(STAMP)
+	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --quiet -e '.[notebooks]'
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

@@ -258,3 +258,42 @@ def plot_results(directory: str | Path, out: str | Path) -> list[Path]:
                                    out / f"topology-{_slug(str(scenario))}.png",
                                    title=f"{scenario}: who connects to whom"))
     return files
+
+
+# --- building blocks for notebooks -------------------------------------------------------------
+
+
+def ecdf_on(ax: Any, samples: Mapping[str, Any], xmin: float = 0.1,
+            colors: Mapping[str, Any] | None = None, styles: Mapping[str, str] | None = None
+            ) -> None:
+    """ECDF curves of ``samples`` (label -> values in seconds) on a log x axis.
+
+    Values below ``xmin`` (0: never affected) count at the left edge, so a curve starts at
+    the share that was not hurt; infinite values (never recovered) are never reached, so
+    the curve stops below 1 and the legend says how many. Empty samples are skipped.
+    """
+    top = xmin * 10
+    for label, values in samples.items():
+        x = np.asarray(values, dtype=float)
+        x = x[~np.isnan(x)]
+        if len(x) == 0:
+            continue
+        xs = np.sort(np.maximum(x, xmin))
+        ys = np.arange(1, len(xs) + 1) / len(xs)
+        fin = np.isfinite(xs)
+        if fin.any():
+            top = max(top, float(xs[fin].max()))
+        never = int((~fin).sum())
+        text = f"{label} ({never}/{len(xs)} never back)" if never else label
+        kw: dict[str, Any] = {}
+        if colors and label in colors:
+            kw["color"] = colors[label]
+        if styles and label in styles:
+            kw["linestyle"] = styles[label]
+        ax.step(np.concatenate([[xmin], xs[fin], [1e12]]),  # 1e12: past any right edge
+                np.concatenate([[0.0], ys[fin], [ys[fin][-1] if fin.any() else 0.0]]),
+                where="post", label=text, **kw)
+    ax.set_xscale("log")
+    ax.set_xlim(xmin, top * 1.5)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3, which="both")

@@ -28,15 +28,17 @@ def test_notebook_is_stored_clean_with_a_parameters_cell() -> None:
 
 
 def test_notebook_uses_only_the_public_api() -> None:
+    from hasim.report import NOTEBOOK_MODULES
+
     for c in _code_cells():
         tree = ast.parse("".join(c["source"]))  # type: ignore[arg-type]
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hasim"):
-                assert node.module in {"hasim", "hasim.lab"}, node.module
+                assert node.module in NOTEBOOK_MODULES, node.module
                 assert all(not a.name.startswith("_") for a in node.names)
             if isinstance(node, ast.Import):
                 for a in node.names:
-                    assert not a.name.startswith("hasim.") or a.name == "hasim.lab"
+                    assert not a.name.startswith("hasim.") or a.name in NOTEBOOK_MODULES
 
 
 @pytest.mark.needs_lab
