@@ -186,7 +186,19 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 def runs_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The rows of runs as a DataFrame; sweep values of mixed types become JSON text."""
-    df = pd.DataFrame([dict(r) for r in rows])
+    rows = [dict(r) for r in rows]
+    df = pd.DataFrame(rows)
+    # A batch of scenarios with different sweep keys: keep every row's sweep keys together
+    # between `point` and `replication` (pandas would put a later scenario's keys last).
+    sweep: dict[str, None] = {}
+    for r in rows:
+        keys = list(r)
+        if "point" in keys and "replication" in keys:
+            sweep.update(dict.fromkeys(keys[keys.index("point") + 1:keys.index("replication")]))
+    if sweep and "point" in df.columns and "replication" in df.columns:
+        cols = [c for c in df.columns if c not in sweep]
+        at = cols.index("point") + 1
+        df = df[cols[:at] + list(sweep) + cols[at:]]
     for col in df.columns:
         values = [v for v in df[col] if not _missing(v)]
         kinds = {_kind(v) for v in values}

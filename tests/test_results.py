@@ -130,3 +130,20 @@ def test_non_finite_figures_survive(tmp_path: Path) -> None:
     store.write_run("a", row, {}, {})
     back = ResultStore(tmp_path).marker("a")["row"]  # type: ignore[index]
     assert back["failover_max_s"] == math.inf and math.isnan(back["x"])
+
+
+def test_sweep_keys_of_every_scenario_stay_between_point_and_replication() -> None:
+    """Two scenarios of one batch sweep different keys: both keys are sweep columns."""
+    from hasim.results import runs_frame
+    from hasim.summarize import sweep_columns
+
+    rows = [
+        {"run_id": "a", "scenario": "s1", "point": "x=1", "x": 1, "replication": 0,
+         "status": "ok"},
+        {"run_id": "b", "scenario": "s2", "point": "y=2", "y": 2, "replication": 0,
+         "status": "ok"},
+    ]
+    df = runs_frame(rows)
+    assert sweep_columns(df) == ["x", "y"]
+    assert list(df.columns) == ["run_id", "scenario", "point", "x", "y", "replication",
+                                "status"]
