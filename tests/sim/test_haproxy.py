@@ -381,3 +381,18 @@ def test_redispatch_roundrobin_goes_elsewhere_at_once() -> None:
     assert len(redispatched) == sel_1
     assert dials["dur"].max() == pytest.approx(normal_dial + RTT, abs=1e-9)
     assert (redispatched["backend"] != "master1").all()
+
+
+def test_leastconn_key_puts_an_empty_server_first_even_in_slowstart() -> None:
+    """lb_fwlc.c `fwlc_queue_srv`: key = inflight ? (inflight + 1) * SRV_EWGHT_MAX /
+    eweight : 0. A master just back UP (slowstart 60s, eweight near its minimum) with no
+    connection is chosen before busy full-weight ones; once it holds one, its small
+    eweight keeps it behind a full-weight server with two."""
+    lb = _instance(balance="leastconn", slowstart="60s")
+    m1, m2, m3 = lb.servers
+    m1.up_since = lb.env.now  # came UP just now: eweight 1/256 of full
+    m2.conns, m3.conns = 2, 3
+    assert lb.select() is m1
+    m1.conns = 1
+    # m1: (1 + 1) / (1/256) = 512; m2: (2 + 1) / 1 = 3
+    assert lb.select() is m2
