@@ -326,6 +326,18 @@ class FaultSpec(_Strict):
 # --- the scenario ----------------------------------------------------------------------------
 
 
+class SamplingSpec(_Strict):
+    """Sampled clients for very large clusters (docs/performance.md). With ``nodes`` K > 0,
+    every class of symmetric nodes (same components and endpoints, each behind its own
+    local LB or straight to the apiservers, no fault aimed at one of them) larger than K
+    is represented by K of its nodes, simulated in full; the others are simulated in
+    aggregate: their local HAProxy's health checks exactly, their clients not at all.
+    Tables then carry a ``weight`` column (nodes represented per simulated one) and the
+    summary's figures are weighted estimates. 0: every node in full."""
+
+    nodes: int = Field(0, ge=0)
+
+
 class ScenarioSpec(_Strict):
     """A whole scenario file (CONTRACT.md)."""
 
@@ -344,6 +356,7 @@ class ScenarioSpec(_Strict):
     #: ``full``: every client, LB and control loop; ``structural``: only the fault
     #: timeline and who has a working path (long-run availability over simulated years).
     fidelity: Literal["full", "structural"] = "full"
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     replications: int = Field(1, ge=1)
     seed: int = Field(0, ge=0)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)

@@ -34,6 +34,7 @@ from hasim.sim.apiserver import Apiservers
 from hasim.sim.engine import streams
 from hasim.sim.faults import FaultInjector
 from hasim.sim.haproxy import HAProxy
+from hasim.sim.kernel import Environment
 from hasim.sim.network import OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.nginx import NginxProxy
 from hasim.sim.records import FaultRecord, Recorder
@@ -246,7 +247,7 @@ def simulate_lab(scenario: Scenario, host: str, load: LoadSpec, seed: int, t_sta
     g = build_topology(scenario)
     node = balancer_node(g, host)
     d = g.nodes[node]
-    env = simpy.Environment()
+    env = Environment()
     rec = Recorder()
     checks = TimedChecks(env)
     rec.checks = checks

@@ -34,6 +34,17 @@ class Apiservers:
         #: Whether an apiserver's etcd access path reaches a leader with quorum. Set by the
         #: engine from the topology; without etcd in the model, storage always answers.
         self.etcd_ok: Callable[[Proc], bool] = lambda proc: True
+        # healthy()/can_write() are asked on every request and health check but change only
+        # when a host, process or partition changes (Network.changed) or etcd's leader does
+        # (the engine wires EtcdCluster.on_leader_change to invalidate): cache the answers
+        # until then. The first place in on_change, so that every other listener (etcd,
+        # VIPs) already reads fresh answers.
+        self._ok: dict[Proc, bool] = {}
+        net.on_change.insert(0, self.invalidate)
+
+    def invalidate(self) -> None:
+        """Forget cached answers: the network or etcd's leader changed."""
+        self._ok.clear()
 
     def add(self, host: str) -> Proc:
         proc = (host, "apiserver")
@@ -47,10 +58,16 @@ class Apiservers:
 
     def healthy(self, proc: Proc) -> bool:
         """``GET /healthz`` answers 200: the process is up and its etcd check passes."""
-        return self.net.is_alive(proc) and self.etcd_ok(proc)
+        ok = self._ok.get(proc)
+        if ok is None:
+            ok = self._ok[proc] = self.net.is_alive(proc) and self.etcd_ok(proc)
+        return ok
 
     def can_write(self, proc: Proc) -> bool:
         """Whether a request served by ``proc`` succeeds. Writes need etcd's quorum, and so
         do reads in kubespray 2016 (``--etcd-quorum-read=true``) and etcd v3's default
         linearizable reads; only ``/healthz`` itself answers without it (with 500)."""
-        return self.net.is_alive(proc) and self.etcd_ok(proc)
+        ok = self._ok.get(proc)
+        if ok is None:
+            ok = self._ok[proc] = self.net.is_alive(proc) and self.etcd_ok(proc)
+        return ok

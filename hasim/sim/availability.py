@@ -19,7 +19,6 @@ from collections.abc import Iterable
 import networkx as nx
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from hasim.sim.records import FaultRecord
 
@@ -170,5 +169,9 @@ def batch_ci(values: np.ndarray, level: float = 0.95) -> list[float]:
     mean = float(np.mean(values))
     if n < 2:
         return [mean, math.nan, math.nan]
+    # Imported here: scipy.stats takes 1.5 s to import, which every batch worker and
+    # every `hasim` command would pay for this one structural-fidelity figure.
+    from scipy import stats
+
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
     return [mean, mean - half, mean + half]

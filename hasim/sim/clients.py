@@ -35,31 +35,32 @@ import simpy
 
 from hasim.scenario import ClientsSpec, KubeletSpec
 from hasim.sim.apiserver import Apiservers, ClusterState
+from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
 
 TIMEOUT = "timeout"
 ERROR = "error"
 
-Opener = Callable[[Proc], Generator[simpy.Event, Any, "Session | str"]]
+Opener = Callable[[Proc], Generator[Wait, Any, "Session | str"]]
 
 
 class DirectDialer:
     """A client that connects straight to one apiserver (the default, non-HA mode)."""
 
-    def __init__(self, env: simpy.Environment, net: Network, target: Proc,
+    def __init__(self, env: Environment, net: Network, target: Proc,
                  syn_timeout: float | None = None):
         self.env, self.net, self.target = env, net, target
         self.syn_timeout = syn_timeout or net.syn_give_up
         self.name = f"{target[0]}/{target[1]}"
 
-    def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
+    def open_session(self, client: Proc) -> Generator[Wait, Any, Session | str]:
         # Unanswered, the kernel resends the SYN and gives up after tcp_syn_retries. The
         # client's own dial timeout (client-go ``net.Dialer{Timeout: 30s}``, or the
         # request's) usually ends the wait first: Client._dial stops waiting then.
         outcome = yield from self.net.dial(client[0], self.target, self.syn_timeout)
         if outcome == OK:
-            yield self.env.timeout(self.net.rtt)  # then TLS
+            yield self.env.sleep(self.net.rtt)  # then TLS
             return Session(self.net, client, [(client[0], self.target)], self.target)
         if outcome == REFUSED:
             return REFUSED
@@ -71,7 +72,7 @@ class Client:
 
     def __init__(
         self,
-        env: simpy.Environment,
+        env: Environment,
         net: Network,
         rec: Recorder,
         apis: Apiservers,
@@ -87,13 +88,20 @@ class Client:
         self.dialer = dialer
         self.spec = spec
         self.sess: Session | None = None
+        # The hot path appends its request records straight to the Recorder's list (the
+        # same tuple Recorder.request builds, one Python call less per request).
+        self._log = rec.requests.append
         self.ping = spec.profile == "modern" and not spec.disable_http2 and (
             spec.http2_read_idle_timeout > 0
         )
         net.add_process(self.proc)
+        #: Whether the process runs: Network.is_alive(proc), kept up to date by the
+        #: watcher below (every change of it notifies), read where every beat asks.
+        self.up = True
         net.watch(self.proc, self._on_state)
 
     def _on_state(self, up: bool) -> None:
+        self.up = up
         if not up and self.sess is not None:
             self.sess.close("client died", self.env.now)
             self.sess = None
@@ -102,9 +110,9 @@ class Client:
     def alive(self) -> bool:
         return self.net.is_alive(self.proc)
 
-    def wait_alive(self, period: float) -> Generator[simpy.Event, Any, None]:
+    def wait_alive(self, period: float) -> Generator[Wait, Any, None]:
         while not self.alive:
-            yield self.env.timeout(period)
+            yield self.env.sleep(period)
 
     def close(self, cause: str) -> None:
         if self.sess is not None:
@@ -112,7 +120,7 @@ class Client:
             self.sess = None
 
     # -- dialling -------------------------------------------------------------------------
-    def _dial(self, limit: float) -> Generator[simpy.Event, Any, Session | str]:
+    def _dial(self, limit: float) -> Generator[Wait, Any, Session | str]:
         env = self.env
         proc = env.process(self.dialer.open_session(self.proc))
         limit = min(limit, self.spec.dial_timeout)
@@ -137,7 +145,7 @@ class Client:
             self.sess = result
             if self.ping:
                 env.process(self._pinger(result))
-        return result  # type: ignore[no-any-return]
+        return result  # type: ignore[return-value]
 
     def _abandoned(self, ev: simpy.Event) -> None:
         if ev.ok and isinstance(ev.value, Session):
@@ -145,58 +153,59 @@ class Client:
 
     # -- one request ----------------------------------------------------------------------
     def request(self, kind: str, timeout: float, write: bool = False
-                ) -> Generator[simpy.Event, Any, str]:
-        """One API request within ``timeout``; records it and returns its outcome."""
+                ) -> Generator[Wait, Any, str]:
+        """One API request within ``timeout``; records it and returns its outcome.
+
+        The exchange on the connection is written out here rather than in a generator of
+        its own: every heartbeat goes through this code, and one generator per request
+        costs less than two (the same events, in the same order)."""
         env = self.env
         start = env.now
         deadline = start + timeout
         sess = self.sess
-        if sess is None or not sess.open:
+        if sess is None or sess.closed_at is not None:
             self.sess = None
             got = yield from self._dial(timeout)
             if not isinstance(got, Session):
                 outcome = TIMEOUT if got == BLACKHOLE else got
-                self.rec.request(self.name, self.host, start, env.now, outcome, "", kind)
+                self._log((self.name, self.host, start, env.now, outcome, "", kind))
                 return outcome
             sess = got
-        outcome = yield from self._exchange(sess, deadline, write)
-        backend = sess.backend[0] if sess.backend else ""
-        self.rec.request(self.name, self.host, start, env.now, outcome, backend, kind)
-        return outcome
-
-    def _exchange(self, sess: Session, deadline: float, write: bool
-                  ) -> Generator[simpy.Event, Any, str]:
-        env = self.env
         now = env.now
         sess.last_activity = now
+        backend = sess.backend
         state = sess.state()
         if state == OK:
-            backend = sess.backend
             d = sess.delay() + (self.apis.serve_time(backend) if backend else 0.0)
             if now + d > deadline:
-                yield env.timeout(max(deadline - now, 0.0))
-                return self._timed_out(sess)
-            yield env.timeout(d)
-            if not sess.open:
-                return RESET
-            sess.last_read = sess.last_activity = env.now
-            sess.unacked_since = None
-            if write and backend and not self.apis.can_write(backend):
-                return ERROR
-            return OK
-        if state == RESET:
+                yield env.sleep(max(deadline - now, 0.0))
+                outcome = self._timed_out(sess)
+            else:
+                yield env.sleep(d)
+                if sess.closed_at is not None:
+                    outcome = RESET
+                else:
+                    sess.last_read = sess.last_activity = env.now
+                    sess.unacked_since = None
+                    if write and backend and not self.apis.can_write(backend):
+                        outcome = ERROR
+                    else:
+                        outcome = OK
+        elif state == RESET:
             sess.close("reset", now)
             if self.sess is sess:
                 self.sess = None
-            yield env.timeout(self.net.rtt)
-            return RESET
-        self._unacked(sess)
-        broken = sess.wait_broken()
-        timer = env.timeout(max(deadline - now, 0.0))
-        yield broken | timer
-        if broken.triggered:
-            return RESET
-        return self._timed_out(sess)
+            yield env.sleep(self.net.rtt)
+            outcome = RESET
+        else:
+            self._unacked(sess)
+            broken = sess.wait_broken()
+            timer = env.timeout(max(deadline - now, 0.0))
+            yield broken | timer
+            outcome = RESET if broken.triggered else self._timed_out(sess)
+        self._log((self.name, self.host, start, env.now, outcome,
+                   backend[0] if backend else "", kind))
+        return outcome
 
     def _timed_out(self, sess: Session) -> str:
         if self.spec.disable_http2:  # HTTP/1.1: the timed-out request's connection goes
@@ -208,25 +217,25 @@ class Client:
             sess.unacked_since = self.env.now
             self.env.process(self._retransmit(sess, self.env.now))
 
-    def _retransmit(self, sess: Session, since: float) -> Generator[simpy.Event, Any, None]:
+    def _retransmit(self, sess: Session, since: float) -> Generator[Wait, Any, None]:
         """tcp_retries2: the kernel gives up on unacknowledged data and errors the socket."""
-        yield self.env.timeout(self.spec.tcp_retries2_timeout)
+        yield self.env.sleep(self.spec.tcp_retries2_timeout)
         if sess.open and sess.unacked_since == since:
             sess.close("tcp_retries2", self.env.now)
 
-    def _pinger(self, sess: Session) -> Generator[simpy.Event, Any, None]:
+    def _pinger(self, sess: Session) -> Generator[Wait, Any, None]:
         """client-go's HTTP/2 health check on one connection."""
         env, spec = self.env, self.spec
         idle = spec.http2_read_idle_timeout
         while sess.open:
             wait = sess.last_read + idle - env.now
             if wait > 1e-9:
-                yield env.timeout(wait)
+                yield env.sleep(wait)
                 continue
             sess.last_activity = env.now
             state = sess.state()
             if state == OK:
-                yield env.timeout(sess.delay())
+                yield env.sleep(sess.delay())
                 if sess.open:
                     sess.last_read = sess.last_activity = env.now
                     sess.unacked_since = None
@@ -264,43 +273,54 @@ class Kubelet(Client):
         self.env.process(self._lease_loop())
         self.env.process(self._status_loop())
 
-    def _register(self) -> Generator[simpy.Event, Any, None]:
+    def _register(self) -> Generator[Wait, Any, None]:
         """At start the kubelet registers its node: the node's FIRST apiserver connection,
         before kube-proxy (a pod the kubelet itself starts) exists (KS #2150)."""
-        yield self.env.timeout(self.boot)
+        yield self.env.sleep(self.boot)
         yield from self.request("register", self.hb_timeout, write=True)
 
-    def _heartbeat(self, kind: str, write: bool) -> Generator[simpy.Event, Any, bool]:
-        for i in range(5):  # maxUpdateRetries / nodeStatusUpdateRetry
-            if not self.alive:
-                return False
-            outcome = yield from self.request(kind, self.hb_timeout, write=write)
-            if outcome == OK:
-                return True
-            if i > 0 and self.redial_on_failure:
-                self.close("repeated heartbeat failure")
-        return False
+    def _lease_loop(self) -> Generator[Wait, Any, None]:
+        k = self.kspec
+        # A lease renewal every renew_interval, sliding, jitter 0.04 (wait.JitterUntil).
+        return self._beats("lease", self.lease_offset, k.renew_interval, 0.04, renews=True)
 
-    def _lease_loop(self) -> Generator[simpy.Event, Any, None]:
-        env, k = self.env, self.kspec
-        yield env.timeout(self.lease_offset)
+    def _status_loop(self) -> Generator[Wait, Any, None]:
+        # A PATCH of nodes/status: a write, so it needs etcd's quorum like the lease.
+        # (kube-proxy's list is a read with resourceVersion=0, answered from the
+        # apiserver's watch cache without etcd: it stays write=False.)
+        return self._beats("status", self.status_offset, self.kspec.status_update_frequency,
+                           0.0, renews=False)
+
+    def _beats(self, kind: str, offset: float, period: float, jitter: float, renews: bool
+               ) -> Generator[Wait, Any, None]:
+        """A heartbeat every ``period`` (times 1 + ``jitter`` x U, drawn after each beat):
+        up to 5 tries (``maxUpdateRetries`` / ``nodeStatusUpdateRetry``), the repeated-
+        failure hook from the second failed try on; a renewed lease is stored.
+
+        The tries are written out in this loop rather than in a generator of their own,
+        which every heartbeat would create and pass through."""
+        env = self.env
+        hb_timeout = self.hb_timeout
+        yield env.sleep(offset)
         while True:
-            yield from self.wait_alive(k.renew_interval)
-            ok = yield from self._heartbeat("lease", write=True)
-            if ok:
+            if not self.up:
+                yield from self.wait_alive(period)
+            ok = False
+            for i in range(5):
+                if not self.up:
+                    break
+                outcome = yield from self.request(kind, hb_timeout, write=True)
+                if outcome == OK:
+                    ok = True
+                    break
+                if i > 0 and self.redial_on_failure:
+                    self.close("repeated heartbeat failure")
+            if ok and renews:
                 self.state.lease_renewed[self.host] = env.now
-            yield env.timeout(k.renew_interval * (1 + 0.04 * float(self.rng.random())))
-
-    def _status_loop(self) -> Generator[simpy.Event, Any, None]:
-        env, k = self.env, self.kspec
-        yield env.timeout(self.status_offset)
-        while True:
-            yield from self.wait_alive(k.status_update_frequency)
-            # A PATCH of nodes/status: a write, so it needs etcd's quorum like the lease.
-            # (kube-proxy's list is a read with resourceVersion=0, answered from the
-            # apiserver's watch cache without etcd: it stays write=False.)
-            yield from self._heartbeat("status", write=True)
-            yield env.timeout(k.status_update_frequency)
+            if jitter:
+                yield env.sleep(period * (1 + jitter * float(self.rng.random())))
+            else:
+                yield env.sleep(period)
 
 
 class KubeProxy(Client):
@@ -327,9 +347,9 @@ class KubeProxy(Client):
     def start(self) -> None:
         self.env.process(self._run())
 
-    def _run(self) -> Generator[simpy.Event, Any, None]:
+    def _run(self) -> Generator[Wait, Any, None]:
         env, spec = self.env, self.spec
-        yield env.timeout(self.offset)
+        yield env.sleep(self.offset)
         backoff = spec.watch_backoff_initial
         while True:
             yield from self.wait_alive(spec.watch_backoff_cap)
@@ -340,10 +360,10 @@ class KubeProxy(Client):
                 if outcome == OK:
                     continue
             # The reflector's backoff (jitter 1.0: a wait in [b, 2b)).
-            yield env.timeout(backoff * (1 + float(self.rng.random())))
+            yield env.sleep(backoff * (1 + float(self.rng.random())))
             backoff = min(2 * backoff, spec.watch_backoff_cap)
 
-    def _watch(self, sess: Session) -> Generator[simpy.Event, Any, str]:
+    def _watch(self, sess: Session) -> Generator[Wait, Any, str]:
         """Wait on the watch until the server ends it, or the connection is found dead.
 
         The server ends a watch after ``timeoutSeconds`` (in [5, 10) min) with a FIN; if

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
 from hasim.sim.apiserver import Apiservers, ClusterState
@@ -23,11 +22,13 @@ from hasim.sim.clients import DirectDialer, Kubelet, KubeProxy
 from hasim.sim.etcd import EtcdCluster, EtcdProxy, Flannel
 from hasim.sim.faults import FaultInjector
 from hasim.sim.haproxy import HAProxy
+from hasim.sim.kernel import Environment, events_processed, quiet_gc
 from hasim.sim.lifecycle import ControllerManager
 from hasim.sim.metrics import SimResult, build_result
 from hasim.sim.network import Network, Proc
 from hasim.sim.nginx import NginxProxy
 from hasim.sim.records import Recorder
+from hasim.sim.sampling import AggregateChecks, SamplingPlan, plan_sampling
 from hasim.sim.vip import Vip
 from hasim.topology import build_topology
 
@@ -52,19 +53,33 @@ def _proc(node: str, g: Any) -> Proc:
 def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     """Run ``scenario`` once and return its tables (CONTRACT.md ``hasim.simulate``).
 
-    ``seed`` defaults to the scenario's own ``seed``.
+    ``seed`` defaults to the scenario's own ``seed``. The cyclic garbage collector runs
+    rarely meanwhile (:func:`hasim.sim.kernel.quiet_gc`): building a 10,000-node model
+    and its tables makes millions of objects, and full collections over all of them
+    made the tables of such a run take three times longer than linear in the nodes.
     """
+    with quiet_gc():
+        return _simulate(scenario, seed)
+
+
+def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
     wall0 = time.perf_counter()
     spec = scenario.spec
     seed = spec.seed if seed is None else seed
     rng = streams(seed)
     g = build_topology(scenario)
-    env = simpy.Environment()
+    env = Environment()
     rec = Recorder()
-    net = Network(env, spec.network.rtt, rec)
+    net = Network(env, spec.network.rtt, rec, spec.network.tcp_syn_retries,
+                  spec.network.tcp_syn_linear_timeouts)
     apis = Apiservers(net, spec.apiserver.service_time)
     state = ClusterState()
     clock_phase = float(rng["clock"].random())
+    # Sampled clients (scenario `sampling`): symmetric nodes beyond the first K of their
+    # class run no client and no etcd proxy; their HAProxies' checks run in aggregate.
+    plan = plan_sampling(scenario, g, spec.sampling.nodes) if spec.fidelity == "full" \
+        else SamplingPlan()
+    skip = plan.aggregated
 
     members = [d["host"] for _, d in g.nodes(data=True) if d["component"] == "etcd"]
     etcd = EtcdCluster(env, net, rec, members, spec.etcd, rng["etcd"])
@@ -74,7 +89,7 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     for n, d in g.nodes(data=True):
         if d["component"] == "apiserver":
             apis.add(d["host"])
-        elif d["component"] == "etcd-proxy":
+        elif d["component"] == "etcd-proxy" and d["host"] not in skip:
             proxies[n] = EtcdProxy(env, net, d["host"], [_proc(v, g) for v in g.successors(n)],
                                    etcd, rng["etcd-proxy"])
 
@@ -95,6 +110,11 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
 
     if members:
         apis.etcd_ok = etcd_ok
+        etcd.on_leader_change.append(apis.invalidate)
+
+    agg = AggregateChecks(env, net, rec, apis.healthy) if skip else None
+    if agg is not None:
+        etcd.before_leader_change.append(agg.catch_up)
 
     if spec.fidelity == "structural":
         return _structural(scenario, g, env, net, rec, etcd, rng, seed, wall0)
@@ -105,6 +125,13 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
         if comp not in {"lb", "external-lb"}:
             continue
         servers = [_proc(v, g) for v in g.successors(n)]
+        if agg is not None and d["host"] in skip:
+            if comp == "external-lb" or d.get("kind") == "haproxy":
+                local = spec.balancers.local if comp == "lb" else spec.balancers.external
+                aspec = local if isinstance(local, LocalHAProxySpec | ExternalHAProxySpec) \
+                    else (LocalHAProxySpec() if comp == "lb" else ExternalHAProxySpec())
+                agg.add(d["host"], comp, servers, aspec, rng["checks"])
+            continue
         if comp == "lb":
             local = spec.balancers.local
             if d.get("kind") == "haproxy":
@@ -132,6 +159,10 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
                  else ExternalHAProxySpec().vip)
         vip = Vip(env, net, rec, vspec, [g.nodes[v]["host"] for v in behind], targets,
                   rng["vip"], renews_ok=lambda h: apis.can_write((h, "apiserver")))
+        if members:
+            # kube-vip renews through the apiserver, so it can renew again when etcd
+            # elects a leader, a change the network never announces.
+            etcd.on_leader_change.append(vip.changed)
 
     def dialer_for(client_node: str) -> Any:
         targets = [v for v in g.successors(client_node)
@@ -148,6 +179,8 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     nodes: list[str] = []
     for n, d in g.nodes(data=True):
         comp = d["component"]
+        if d["host"] in skip:
+            continue
         if comp == "kubelet":
             k = Kubelet(env, net, rec, apis, d["host"], "kubelet", dialer_for(n), spec.clients,
                         kubelet=spec.kubelet, state=state, rng=rng["clients"])
@@ -161,7 +194,7 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
             clients[p.name] = (d["host"], d["client_class"])
 
     for n, d in g.nodes(data=True):
-        if d["component"] != "flannel":
+        if d["component"] != "flannel" or d["host"] in skip:
             continue
         proxy, direct = etcd_path(n)
         f = Flannel(env, net, rec, d["host"], etcd, proxy, direct[0] if direct else None,
@@ -189,20 +222,30 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     for s in starters:
         s.start()
     FaultInjector(env, net, rec, scenario, rng["faults"]).start()
+    run0 = time.perf_counter()
     env.run(until=spec.duration)
-
-    # Events processed: every event SimPy scheduled, less those still queued at the end.
-    events = next(env._eid) - len(env._queue)  # type: ignore[attr-defined]
+    run_s = time.perf_counter() - run0
+    events = events_processed(env)
+    if agg is not None:
+        agg.finish(spec.duration)
     summary = {
         "scenario": spec.name,
         "seed": seed,
         "duration_s": spec.duration,
         "hosts": len({d["host"] for _, d in g.nodes(data=True)}),
-        "nodes": len(nodes),
+        "nodes": len(nodes) + sum(1 for _, d in g.nodes(data=True)
+                                  if d["component"] == "kubelet" and d["host"] in skip),
         "events": int(events),
         "wall_s": time.perf_counter() - wall0,
     }
-    result = build_result(rec, clients, spec.duration, summary, scenario.resolved())
+    if skip:
+        summary["sampled_nodes"] = sum(len(c.sampled) for c in plan.classes)
+        summary["aggregated_nodes"] = len(skip)
+    result = build_result(rec, clients, spec.duration, summary, scenario.resolved(),
+                          weights=plan.weights if skip else None)
+    result.timing = {"setup_s": run0 - wall0, "run_s": run_s,
+                     "tables_s": time.perf_counter() - run0 - run_s,
+                     "pending": float(env.pending())}
     result.elections = pd.DataFrame(etcd.elections, columns=[
         "time", "member", "term", "lost_at", "last_heartbeat_at", "election_s"])
     result.vip_moves = pd.DataFrame(vip.moves if vip else [], columns=[
@@ -210,7 +253,7 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     return result
 
 
-def _structural(scenario: Scenario, g: Any, env: simpy.Environment, net: Network, rec: Recorder,
+def _structural(scenario: Scenario, g: Any, env: Environment, net: Network, rec: Recorder,
                 etcd: EtcdCluster, rng: dict[str, np.random.Generator], seed: int,
                 wall0: float) -> SimResult:
     """Faults only; availability from who has a working path at each instant."""
@@ -220,7 +263,7 @@ def _structural(scenario: Scenario, g: Any, env: simpy.Environment, net: Network
             net.add_process((d["host"], d["component"]))
     FaultInjector(env, net, rec, scenario, rng["faults"]).start()
     env.run(until=spec.duration)
-    events = next(env._eid) - len(env._queue)  # type: ignore[attr-defined]
+    events = events_processed(env)
     table, per_class = structural(g, rec.faults, spec.duration)
     clients = {str(r.client): (str(r.host), str(r.client_class)) for r in table.itertuples()
                if r.client != ETCD_QUORUM}

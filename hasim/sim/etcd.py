@@ -19,13 +19,13 @@ tried and failed: 502. When the proxy dies, kubespray's unit restarts it after 1
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
-import simpy
 
 from hasim.scenario import EtcdSpec
+from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import OK, REFUSED, Network, Proc
 from hasim.sim.records import Recorder
 
@@ -38,7 +38,7 @@ PROXY_RESTART_SEC = 15.0
 class EtcdCluster:
     """The raft group: who leads, and whether a member can reach a leader with quorum."""
 
-    def __init__(self, env: simpy.Environment, net: Network, rec: Recorder, hosts: list[str],
+    def __init__(self, env: Environment, net: Network, rec: Recorder, hosts: list[str],
                  spec: EtcdSpec, rng: np.random.Generator) -> None:
         self.env, self.net, self.rec = env, net, rec
         self.members: list[Proc] = [(h, "etcd") for h in hosts]
@@ -51,6 +51,11 @@ class EtcdCluster:
         #: (time, member, term, lost_at, last_heartbeat_at, election_s)
         self.elections: list[tuple[float, str, int, float, float, float]] = []
         self._change = env.event()
+        #: Called whenever the leader or the electing flag changes (what :meth:`committed`
+        #: reads besides the network): the apiservers' health cache listens.
+        self.on_leader_change: list[Callable[[], None]] = []
+        #: Called just before such a change, while the old leader still counts.
+        self.before_leader_change: list[Callable[[], None]] = []
         if self.leader is not None:
             rec.state(0.0, "etcd", self.leader[0], "raft", "follower", "leader", "initial leader")
         net.on_change.append(self._on_change)
@@ -84,6 +89,10 @@ class EtcdCluster:
         )
 
     # -- raft ---------------------------------------------------------------------------------
+    def _leader_changed(self) -> None:
+        for fn in self.on_leader_change:
+            fn()
+
     def _on_change(self) -> None:
         if not self._change.triggered:
             self._change.succeed()
@@ -94,15 +103,18 @@ class EtcdCluster:
         if self.electing:
             return
         now = self.env.now
+        for fn in self.before_leader_change:
+            fn()
         if lead is not None:
             self.rec.state(now, "etcd", lead[0], "raft", "leader", "follower",
                            "leader lost (down or no quorum)")
             self.leader = None
         self.electing = True
+        self._leader_changed()
         last_hb = now - float(self.rng.uniform(0, self.spec.heartbeat_interval))
         self.env.process(self._elect(now, last_hb))
 
-    def _elect(self, lost_at: float, last_hb: float) -> Generator[simpy.Event, Any, None]:
+    def _elect(self, lost_at: float, last_hb: float) -> Generator[Wait, Any, None]:
         """Followers time out at ``last_hb + U[E, 2E)``; the first that can gather a
         majority campaigns and wins one round trip later.
 
@@ -144,11 +156,14 @@ class EtcdCluster:
                 yield env.timeout(timeouts[winner] - now) | self._change
                 if env.now < timeouts[winner]:
                     continue  # the network changed first: look again, timers still running
-            yield env.timeout(net.rtt)  # RequestVote out, votes back
+            yield env.sleep(net.rtt)  # RequestVote out, votes back
             if self.has_quorum(winner):
+                for fn in self.before_leader_change:
+                    fn()
                 self.term += 1
                 self.leader = winner
                 self.electing = False
+                self._leader_changed()
                 self.elections.append((env.now, winner[0], self.term, lost_at, last_hb,
                                        env.now - last_hb))
                 self.rec.state(env.now, "etcd", winner[0], "raft", "candidate", "leader",
@@ -180,7 +195,7 @@ class EtcdCluster:
 class EtcdProxy:
     """The etcd v2 proxy on one host (2016, ``etcd_multiaccess: false``)."""
 
-    def __init__(self, env: simpy.Environment, net: Network, host: str, backends: list[Proc],
+    def __init__(self, env: Environment, net: Network, host: str, backends: list[Proc],
                  etcd: EtcdCluster, rng: np.random.Generator) -> None:
         self.env, self.net, self.etcd = env, net, etcd
         self.host = host
@@ -209,8 +224,8 @@ class EtcdProxy:
         self.died_at = died_at = self.env.now
         self.env.process(self._restart(died_at))
 
-    def _restart(self, died_at: float) -> Generator[simpy.Event, Any, None]:
-        yield self.env.timeout(PROXY_RESTART_SEC)
+    def _restart(self, died_at: float) -> Generator[Wait, Any, None]:
+        yield self.env.sleep(PROXY_RESTART_SEC)
         net = self.net
         if (self.died_at == died_at and not net.alive.get(self.proc, False)
                 and net.host_up.get(self.host, True) and self.proc not in net.held):
@@ -220,26 +235,28 @@ class EtcdProxy:
         now = self.env.now
         while now >= self.next_refresh:
             self.next_refresh += REFRESH_INTERVAL
-            self.rng.shuffle(self.order)  # type: ignore[arg-type]
+            self.rng.shuffle(self.order)
             self.failed_until.clear()
 
-    def request(self, client_host: str) -> Generator[simpy.Event, Any, str]:
+    def request(self, client_host: str) -> Generator[Wait, Any, str]:
         """One client request through the proxy: ``ok``, ``refused`` (proxy down) or
         ``error`` (502/503: no endpoint answered)."""
         env, net = self.env, self.net
         if net.connect(client_host, self.proc) != OK:
-            yield env.timeout(0.0)
+            yield env.sleep(0.0)
             return REFUSED
-        self._refresh()
         now = env.now
+        if now >= self.next_refresh:
+            self._refresh()
+        failed_until = self.failed_until
         for m in self.order:
-            if self.failed_until.get(m, -1.0) > now:
+            if failed_until and failed_until.get(m, -1.0) > now:
                 continue
             outcome = net.connect(self.host, m)
             if outcome == OK and self.etcd.committed(m):
-                yield env.timeout(2 * net.rtt)
+                yield env.sleep(2 * net.rtt)
                 return OK
-            yield env.timeout(net.rtt if outcome in (OK, REFUSED) else DIAL_TIMEOUT)
+            yield env.sleep(net.rtt if outcome in (OK, REFUSED) else DIAL_TIMEOUT)
             self.failed_until[m] = env.now + FAILURE_WAIT
             now = env.now
         return "error"
@@ -255,7 +272,7 @@ class Flannel:
     PERIOD = 10.0
     TIMEOUT = 10.0
 
-    def __init__(self, env: simpy.Environment, net: Network, rec: Recorder, host: str,
+    def __init__(self, env: Environment, net: Network, rec: Recorder, host: str,
                  etcd: EtcdCluster, proxy: EtcdProxy | None, member: Proc | None,
                  rng: np.random.Generator) -> None:
         self.env, self.net, self.rec, self.etcd = env, net, rec, etcd
@@ -266,11 +283,17 @@ class Flannel:
         self.member = member
         self.offset = float(rng.uniform(0, self.PERIOD))
         net.add_process(self.proc)
+        #: Network.is_alive(self.proc), kept by the watcher (every change notifies).
+        self.up = True
+        net.watch(self.proc, self._on_state)
+
+    def _on_state(self, up: bool) -> None:
+        self.up = up
 
     def start(self) -> None:
         self.env.process(self._run())
 
-    def _once(self) -> Generator[simpy.Event, Any, tuple[str, str]]:
+    def _once(self) -> Generator[Wait, Any, tuple[str, str]]:
         env, net = self.env, self.net
         if self.proxy is not None:
             outcome = yield from self.proxy.request(self.host)
@@ -279,20 +302,25 @@ class Flannel:
         m = self.member
         outcome = net.connect(self.host, m)
         if outcome == OK:
-            yield env.timeout(2 * net.rtt)
+            yield env.sleep(2 * net.rtt)
             return (OK if self.etcd.committed(m) else "error"), m[0]
         if outcome == REFUSED:
-            yield env.timeout(net.rtt)
+            yield env.sleep(net.rtt)
             return REFUSED, m[0]
-        yield env.timeout(self.TIMEOUT)
+        yield env.sleep(self.TIMEOUT)
         return "timeout", m[0]
 
-    def _run(self) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        yield env.timeout(self.offset)
+    def _run(self) -> Generator[Wait, Any, None]:
+        env, proxy = self.env, self.proxy
+        log = self.rec.requests.append  # the tuple of Recorder.request, one call less
+        yield env.sleep(self.offset)
         while True:
-            if self.net.is_alive(self.proc):
+            if self.up:
                 start = env.now
-                outcome, backend = yield from self._once()
-                self.rec.request(self.name, self.host, start, env.now, outcome, backend, "etcd")
-            yield env.timeout(self.PERIOD)
+                if proxy is not None:  # the common case, without _once's generator
+                    outcome = yield from proxy.request(self.host)
+                    backend = self.host
+                else:
+                    outcome, backend = yield from self._once()
+                log((self.name, self.host, start, env.now, outcome, backend, "etcd"))
+            yield env.sleep(self.PERIOD)

@@ -18,9 +18,9 @@ from collections.abc import Generator
 from typing import Any
 
 import numpy as np
-import simpy
 
 from hasim.scenario import FaultSpec, Scenario
+from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import Network, Proc
 from hasim.sim.records import FaultRecord, Recorder
 from hasim.targets import resolve_target
@@ -50,7 +50,7 @@ def plan_fault(
 class FaultInjector:
     """Runs the scenario's scheduled faults and records each as a :class:`FaultRecord`."""
 
-    def __init__(self, env: simpy.Environment, net: Network, rec: Recorder, scenario: Scenario,
+    def __init__(self, env: Environment, net: Network, rec: Recorder, scenario: Scenario,
                  rng: np.random.Generator):
         self.env, self.net, self.rec, self.scenario = env, net, rec, scenario
         self.rng = rng
@@ -66,7 +66,7 @@ class FaultInjector:
             else:
                 self.env.process(self._run(i, spec))
 
-    def _random(self, spec: FaultSpec, target: str) -> Generator[simpy.Event, Any, None]:
+    def _random(self, spec: FaultSpec, target: str) -> Generator[Wait, Any, None]:
         """Alternating up and repair times for one target (a renewal process)."""
         assert spec.mtbf is not None and spec.mttr is not None
         rng = self.rng
@@ -84,7 +84,7 @@ class FaultInjector:
             one = FaultSpec(kind=spec.fault, at=0.0, target=target, duration=down)
             yield from self._run(fault_id, one)
 
-    def _run(self, fault_id: int, spec: FaultSpec) -> Generator[simpy.Event, Any, None]:
+    def _run(self, fault_id: int, spec: FaultSpec) -> Generator[Wait, Any, None]:
         env, net = self.env, self.net
         assert spec.at is not None
         hosts, procs = plan_fault(fault_id, spec, self.scenario, net)
@@ -141,10 +141,10 @@ class FaultInjector:
             return lambda: net.heal(added)
         if spec.kind == "slow":
             for p in procs:
-                net.slow[p] = net.slow.get(p, 0.0) + spec.delay
+                net.add_slow(p, spec.delay)
             def unslow() -> None:
                 for p in procs:
-                    net.slow[p] -= spec.delay
+                    net.add_slow(p, -spec.delay)
 
             return unslow
         raise ValueError(f"unknown fault kind {spec.kind}")

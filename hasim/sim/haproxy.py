@@ -32,7 +32,8 @@ import numpy as np
 import simpy
 
 from hasim.scenario import _HAProxyBase
-from hasim.sim.network import OK, REFUSED, RESET, Network, Proc, Session
+from hasim.sim.kernel import Environment, Wait
+from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
 
 
@@ -92,7 +93,7 @@ class HAProxy:
 
     def __init__(
         self,
-        env: simpy.Environment,
+        env: Environment,
         net: Network,
         rec: Recorder,
         host: str,
@@ -115,6 +116,8 @@ class HAProxy:
         #: Callable (proc) -> bool: whether that apiserver's /healthz answers 200.
         self.api_health = api_health
         net.add_process(self.proc)
+        #: Network.is_alive(self.proc), kept by _on_state (every change of it notifies).
+        self.up = True
         net.watch(self.proc, self._on_state)
         self.generation = 0
         self._start_checks()
@@ -130,6 +133,7 @@ class HAProxy:
             self.env.process(self._checker(srv, first, self.generation))
 
     def _on_state(self, up: bool) -> None:
+        self.up = up
         self.generation += 1
         if up:  # a restarted HAProxy forgets everything: servers start "up, going down"
             self.servers = [Server(s.proc, self.spec.rise, self.spec.fall) for s in self.servers]
@@ -144,47 +148,60 @@ class HAProxy:
             return s.downinter or s.inter
         return s.fastinter or s.inter
 
-    def _checker(self, srv: Server, first: float, gen: int) -> Generator[simpy.Event, Any, None]:
+    def _checker(self, srv: Server, first: float, gen: int) -> Generator[Wait, Any, None]:
         env, net, s = self.env, self.net, self.spec
-        yield env.timeout(first)
+        yield env.sleep(first)
         connect_limit = min(s.inter, s.timeout_connect) if (s.timeout_check and s.timeout_connect) \
             else s.inter
         key = (self.name, f"{srv.proc[0]}/{srv.proc[1]}", "active")
-        while gen == self.generation and net.is_alive(self.proc):
-            self.rec.checks[key] += 1
-            outcome = yield from net.dial(self.host, srv.proc, connect_limit)
+        # Loop invariants, bound once: a local HAProxy checks every 15 s for the whole run.
+        checks = self.rec.checks
+        host, proc, counter = self.host, srv.proc, srv.counter
+        rtt = net.rtt
+        limit = s.timeout_check or max(s.inter - rtt, rtt)
+        httpchk = s.check_type == "httpchk"
+        # What a SYN to the server meets, re-read only when the network has changed.
+        seen, answer = -1, OK
+        while gen == self.generation and self.up:
+            checks[key] += 1
+            if seen != net.version:
+                seen, answer = net.version, net.connect(host, proc)
+            outcome = answer
+            if outcome == BLACKHOLE:
+                outcome = yield from net.dial(host, proc, connect_limit)
+            else:
+                yield env.sleep(rtt)  # Network.dial of a SYN answered at once
             if outcome == REFUSED:
                 passed, why = False, "Connection refused"
             elif outcome != OK:
                 passed, why = False, "Layer4 timeout"
             else:
-                reply = 2 * net.rtt + net.slow.get(srv.proc, 0.0)  # TLS hello, then the GET
-                limit = s.timeout_check or max(s.inter - net.rtt, net.rtt)
-                if s.check_type == "httpchk":
-                    reply += net.rtt
+                reply = 2 * rtt + net.slow.get(proc, 0.0)  # TLS hello, then the GET
+                if httpchk:
+                    reply += rtt
                 if reply > limit:
-                    yield env.timeout(limit)
+                    yield env.sleep(limit)
                     passed, why = False, "Layer7 timeout"
                 else:
-                    yield env.timeout(reply)
-                    if not net.reachable(self.host, srv.proc[0]):
+                    yield env.sleep(reply)
+                    if not net.reachable(host, proc[0]):
                         # The host vanished (power-off, partition) while the check was in
                         # flight: no reply and no RST will ever come, so the check ends when
                         # its task expires (check.c/tcpcheck.c: `timeout check` after the
                         # connect, else `inter` from the start) as "Layer7 timeout", not
                         # at once with an error status.
-                        yield env.timeout(limit - reply)
+                        yield env.sleep(limit - reply)
                         passed, why = False, "Layer7 timeout"
                     else:
-                        healthy = self.api_health is None or self.api_health(srv.proc)
-                        passed = healthy or s.check_type != "httpchk"
+                        healthy = self.api_health is None or self.api_health(proc)
+                        passed = healthy or not httpchk
                         why = "Layer7 check passed" if passed else "Layer7 wrong status 500"
             if gen != self.generation:
                 return
-            change = srv.counter.report(passed)
+            change = counter.report(passed)
             if change is not None:
                 self._transition(srv, change, why)
-            yield env.timeout(self._interval(srv))
+            yield env.sleep(self._interval(srv))
 
     def _transition(self, srv: Server, change: str, why: str) -> None:
         old = "up" if change == "down" else "down"
@@ -226,20 +243,23 @@ class HAProxy:
             return None
         # leastconn: fewest conns per unit of effective weight; equal keys go to the one
         # picked longest ago (a server is re-queued behind its equals when it is used).
-        # fwlc_queue_srv: key (inflight + 1) * SRV_EWGHT_MAX / eweight, so a server in
-        # slowstart (tiny eweight) is kept away even while it holds no connection.
-        best = min(up, key=lambda s: ((s.conns + 1) / self._weight(s), s.last_pick))
+        # fwlc_queue_srv: key `inflight ? (inflight + 1) * SRV_EWGHT_MAX / eweight : 0`:
+        # an empty server comes first whatever its weight (the lab: a master back from a
+        # crash got a connection as soon as it was UP, in spite of `slowstart 60s`), and a
+        # busy one in slowstart (small eweight) is kept away.
+        best = min(up, key=lambda s: ((s.conns + 1) / self._weight(s) if s.conns else 0.0,
+                                      s.last_pick))
         best.last_pick = self.env.now
         return best
 
-    def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
+    def open_session(self, client: Proc) -> Generator[Wait, Any, Session | str]:
         """A client connects through this HAProxy: a Session, or REFUSED/RESET."""
         env, net, s = self.env, self.net, self.spec
         if net.connect(client[0], self.proc) != OK:
             if net.connect(client[0], self.proc) == REFUSED:
-                yield env.timeout(net.rtt)
+                yield env.sleep(net.rtt)
                 return REFUSED
-            yield env.timeout(1e9)  # unreachable LB: the client's own timeout ends this
+            yield env.sleep(1e9)  # unreachable LB: the client's own timeout ends this
             return RESET
         srv = self.select()
         retries_left = s.retries
@@ -277,7 +297,7 @@ class HAProxy:
                     srv not in self._running() or retries_left == 0 or n_up > 1
                 )
                 if immediate and not (redispatch and n_up > 1):
-                    yield env.timeout(min(1.0, self.connect_timeout))
+                    yield env.sleep(min(1.0, self.connect_timeout))
                 if redispatch:
                     srv = self.select(avoid=srv)
         except simpy.Interrupt:
@@ -289,11 +309,11 @@ class HAProxy:
             return RESET
 
     def _finish_connect(self, srv: Server, attempt_at: float
-                        ) -> Generator[simpy.Event, Any, None]:
+                        ) -> Generator[Wait, Any, None]:
         left = attempt_at + self.connect_timeout - self.env.now
         outcome = yield from self.net.dial(self.host, srv.proc, max(left, 0.0))
         if outcome == OK:
-            yield self.env.timeout(self.net.rtt)  # FIN to the server, its FIN back
+            yield self.env.sleep(self.net.rtt)  # FIN to the server, its FIN back
         srv.conns -= 1
 
     def _release(self, srv: Server, sess: Session) -> None:
@@ -310,7 +330,7 @@ class HAProxy:
         # server`. The lab saw the blackholed-then-healed master get no traffic for it.
         self.env.process(self._linger(srv))
 
-    def _linger(self, srv: Server) -> Generator[simpy.Event, Any, None]:
+    def _linger(self, srv: Server) -> Generator[Wait, Any, None]:
         """Hold ``srv``'s slot while its half-closed connection waits for the path: the
         FIN is retransmitted from ``TCP_RTO_MIN`` (0.2 s) doubling (to ``TCP_RTO_MAX``,
         120 s); the first one after the path heals is answered one round trip later."""
@@ -318,19 +338,19 @@ class HAProxy:
         deadline = env.now + self.spec.timeout_server
         rto = 0.2
         while env.now < deadline and not net.reachable(self.host, srv.proc[0]):
-            yield env.timeout(min(rto, deadline - env.now))
+            yield env.sleep(min(rto, deadline - env.now))
             rto = min(2 * rto, 120.0)
         if env.now < deadline:
-            yield env.timeout(net.rtt)
+            yield env.sleep(net.rtt)
         srv.conns -= 1
 
-    def _idle_timer(self, sess: Session) -> Generator[simpy.Event, Any, None]:
+    def _idle_timer(self, sess: Session) -> Generator[Wait, Any, None]:
         """``timeout server`` (nothing read from the server) and ``timeout client``."""
         s = self.spec
         while sess.open:
             deadline = min(sess.last_read + s.timeout_server, sess.last_activity + s.timeout_client)
             wait = deadline - self.env.now
             if wait > 1e-9:
-                yield self.env.timeout(wait)
+                yield self.env.sleep(wait)
                 continue
             sess.close("haproxy timeout", self.env.now)

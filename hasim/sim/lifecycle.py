@@ -35,10 +35,10 @@ from collections.abc import Generator
 from typing import Any
 
 import numpy as np
-import simpy
 
 from hasim.scenario import ControllerManagerSpec
 from hasim.sim.apiserver import Apiservers, ClusterState
+from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import Network, Proc
 from hasim.sim.records import Recorder
 
@@ -55,7 +55,7 @@ class ControllerManager:
 
     def __init__(
         self,
-        env: simpy.Environment,
+        env: Environment,
         net: Network,
         rec: Recorder,
         apis: Apiservers,
@@ -107,21 +107,21 @@ class ControllerManager:
     def _api_ok(self) -> bool:
         return self.net.is_alive(self.proc) and self.apis.can_write(self.api)
 
-    def _elect(self) -> Generator[simpy.Event, Any, None]:
+    def _elect(self) -> Generator[Wait, Any, None]:
         env, spec = self.env, self.spec
-        yield env.timeout(self.phase)
+        yield env.sleep(self.phase)
         while True:
             if not self.net.is_alive(self.proc):
-                yield env.timeout(spec.leader_elect_retry_period)
+                yield env.sleep(spec.leader_elect_retry_period)
                 continue
             if self.leading:
                 self._renew()
-                yield env.timeout(spec.leader_elect_retry_period)  # wait.Until / Poll
+                yield env.sleep(spec.leader_elect_retry_period)  # wait.Until / Poll
             else:
                 self._try_acquire()
                 # wait.JitterUntil(..., RetryPeriod, JitterFactor=1.2, sliding=true)
-                yield env.timeout(spec.leader_elect_retry_period
-                                  * (1 + JITTER_FACTOR * float(self.rng.random())))
+                yield env.sleep(spec.leader_elect_retry_period
+                                * (1 + JITTER_FACTOR * float(self.rng.random())))
 
     def _renew(self) -> None:
         now, st, spec = self.env.now, self.state, self.spec
@@ -174,7 +174,7 @@ class ControllerManager:
         self.rec.state(self.env.now, self.proc[1], self.host, "leader",
                        "leader", "follower", cause)
 
-    def _monitor(self, term: int) -> Generator[simpy.Event, Any, None]:
+    def _monitor(self, term: int) -> Generator[Wait, Any, None]:
         """monitorNodeHealth, every node_monitor_period while this one leads."""
         env, spec, st = self.env, self.spec, self.state
         grace = spec.node_monitor_grace_period
@@ -218,4 +218,4 @@ class ControllerManager:
                         ready[node] = True
                         self.rec.state(now, "node-lifecycle", node, "Ready", "not-ready", "ready",
                                        "lease renewed")
-            yield env.timeout(spec.node_monitor_period)
+            yield env.sleep(spec.node_monitor_period)

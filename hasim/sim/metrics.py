@@ -28,6 +28,16 @@ class SimResult:
     availability: pd.DataFrame
     summary: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
+    #: Where the wall time went (seconds): ``setup_s`` (topology, parts), ``run_s`` (the
+    #: SimPy event loop alone, what benchmarks/run.py divides the events by) and
+    #: ``tables_s``. Machine figures, kept out of ``summary`` so that runs compare.
+    timing: dict[str, float] = field(default_factory=dict)
+    #: Extra tables of the model's own events, outside CONTRACT.md's list: etcd raft
+    #: elections (``time``, ``member``, ``term``, ``lost_at``, ``last_heartbeat_at``,
+    #: ``election_s``) and VIP takeovers (``time``, ``from``, ``to``, ``lost_at``,
+    #: ``takeover_s``).
+    elections: pd.DataFrame = field(default_factory=pd.DataFrame)
+    vip_moves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     TABLES = (
         "failovers",
@@ -45,8 +55,14 @@ class SimResult:
 
 
 def _typed(rows: list[Any], dtypes: dict[str, str]) -> pd.DataFrame:
-    """A table with its column types fixed, so that an empty one has them too."""
-    return pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)
+    """A table with its column types fixed, so that an empty one has them too.
+
+    Built as objects first and only the other columns converted: left to infer, pandas
+    turns every text column into Arrow strings, which ``astype(object)`` then turns back
+    (three times slower for the requests table of a big run)."""
+    df = pd.DataFrame(rows, columns=list(dtypes), dtype=object)
+    other = {c: t for c, t in dtypes.items() if t != "object"}
+    return df.astype(other) if other else df
 
 
 def _window_ends(faults: list[FaultRecord], duration: float) -> dict[int, float]:
@@ -65,9 +81,7 @@ def failovers(rec: Recorder, clients: dict[str, tuple[str, str]], duration: floa
     fault took down, or whose own process the fault killed, are not listed: they are
     the fault, not its victims.
     """
-    per_client: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    for client, _h, start, end, outcome, _b, _k in rec.requests:
-        per_client[client].append((start, end, outcome))
+    per_client, failed = _per_client(rec)
     ends = _window_ends(rec.faults, duration)
     rows = []
     for f in sorted(rec.faults, key=lambda f: f.at):
@@ -77,8 +91,10 @@ def failovers(rec: Recorder, clients: dict[str, tuple[str, str]], duration: floa
                     (host, comp) in f.procs) or (f.kind == "partition" and host in f.hosts):
                 continue
             first_fail = None
-            for start, end, outcome in per_client.get(client, ()):
-                if outcome != "ok" and end >= f.at and max(start, f.at) < ends[f.fault_id]:
+            # Only failed requests can be a first failure: scan those alone (most clients
+            # of a big cluster have none), in the order they were recorded.
+            for start, end, _outcome in failed.get(client, ()):
+                if end >= f.at and max(start, f.at) < ends[f.fault_id]:
                     first_fail = (max(start, f.at), start)
                     break
             if first_fail is None:
@@ -97,6 +113,23 @@ def failovers(rec: Recorder, clients: dict[str, tuple[str, str]], duration: floa
                          "fault_at": "float64", "client": "object", "host": "object",
                          "first_failure_at": "float64", "recovered_at": "float64",
                          "latency_s": "float64"})
+
+
+def _per_client(rec: Recorder) -> tuple[dict[str, list[tuple[float, float, str]]],
+                                         dict[str, list[tuple[float, float, str]]]]:
+    """The requests (start, end, outcome) of each client that had a failed one, in the
+    order recorded, and its failed ones alone. Clients that never failed are left out:
+    most of a big cluster's, whose requests need no look."""
+    failed: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    for client, _h, start, end, outcome, _b, _k in rec.requests:
+        if outcome != "ok":
+            failed[client].append((start, end, outcome))
+    per_client: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    if failed:
+        for client, _h, start, end, outcome, _b, _k in rec.requests:
+            if client in failed:
+                per_client[client].append((start, end, outcome))
+    return per_client, failed
 
 
 def _fault_for(faults: list[FaultRecord], host: str, t: float) -> FaultRecord | None:
@@ -158,14 +191,14 @@ def availability(rec: Recorder, clients: dict[str, tuple[str, str]], duration: f
                  ) -> pd.DataFrame:
     """Per client, the time it could reach an apiserver: from a failed request to the end
     of the next successful one counts as unavailable."""
-    per_client: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    for client, _h, start, end, outcome, _b, _k in rec.requests:
-        per_client[client].append((start, end, outcome))
+    per_client, failed = _per_client(rec)
     rows = []
     for client, (host, cls) in clients.items():
         down = 0.0
         since: float | None = None
-        for start, end, outcome in sorted(per_client.get(client, ())):
+        # A client that never failed was available throughout (down stays 0): skip its
+        # requests, most of a big cluster's.
+        for start, end, outcome in sorted(per_client[client]) if client in failed else ():
             if outcome != "ok":
                 if since is None:
                     since = start
@@ -181,8 +214,16 @@ def availability(rec: Recorder, clients: dict[str, tuple[str, str]], duration: f
 
 
 def build_result(rec: Recorder, clients: dict[str, tuple[str, str]], duration: float,
-                 summary: dict[str, Any], config: dict[str, Any]) -> SimResult:
-    """All tables of a run and its headline figures."""
+                 summary: dict[str, Any], config: dict[str, Any],
+                 weights: dict[str, float] | None = None) -> SimResult:
+    """All tables of a run and its headline figures.
+
+    ``weights`` (sampled clients, :mod:`hasim.sim.sampling`): nodes each sampled host
+    stands for. Then failovers, node_status, availability, requests and health_checks get
+    a ``weight`` column (1 for a host that stands for itself, and for every active-check
+    row, which the aggregate makes exact) and the summary's counts are weighted sums: the
+    full cluster's figures, estimated.
+    """
     fo = failovers(rec, clients, duration)
     det = detections(rec)
     ns = node_status(rec, duration)
@@ -193,19 +234,38 @@ def build_result(rec: Recorder, clients: dict[str, tuple[str, str]], duration: f
                                      strict=True)))
     hc = health_checks(rec, duration)
     av = availability(rec, clients, duration)
-    finite = fo["latency_s"][np.isfinite(fo["latency_s"])]
+    if weights is not None:
+        for df in (fo, ns, av, req):
+            df["weight"] = _weight_of(df["host"], weights)
+        hc["weight"] = _weight_of(hc["source"].str.split("/").str[0], weights)
+        hc.loc[hc["kind"] == "active", "weight"] = 1.0
+    fw = fo["weight"] if weights is not None else pd.Series(1.0, index=fo.index)
+    nw = ns["weight"] if weights is not None else pd.Series(1.0, index=ns.index)
+    rw = req["weight"] if weights is not None else pd.Series(1.0, index=req.index)
+    lat = fo["latency_s"]
+    cut = np.isfinite(lat) & (lat > 0)
     summary = {
         **summary,
-        "requests": len(req),
-        "failed_requests": int((req["outcome"] != "ok").sum()) if len(req) else 0,
+        "requests": _count(rw.sum(), weights),
+        "failed_requests": _count(rw[req["outcome"] != "ok"].sum(), weights),
         "faults": len(rec.faults),
-        "clients_failed": int((fo["latency_s"] > 0).sum()) if len(fo) else 0,
-        "clients_never_recovered": int(np.isinf(fo["latency_s"]).sum()) if len(fo) else 0,
-        "failover_mean_s": float(finite[finite > 0].mean()) if (finite > 0).any() else 0.0,
-        "failover_max_s": float(fo["latency_s"].max()) if len(fo) else 0.0,
-        "nodes_not_ready": int(ns["host"].nunique()) if len(ns) else 0,
-        "not_ready_node_s": float(ns["duration_s"].sum()) if len(ns) else 0.0,
+        "clients_failed": _count(fw[lat > 0].sum(), weights),
+        "clients_never_recovered": _count(fw[np.isinf(lat)].sum(), weights),
+        "failover_mean_s": float((lat[cut] * fw[cut]).sum() / fw[cut].sum()) if cut.any()
+        else 0.0,
+        "failover_max_s": float(lat.max()) if len(fo) else 0.0,
+        "nodes_not_ready": _count(nw.groupby(ns["host"]).first().sum(), weights),
+        "not_ready_node_s": float((ns["duration_s"] * nw).sum()) if len(ns) else 0.0,
         "detections": len(det),
         "active_checks_per_s": float(hc.loc[hc["kind"] == "active", "rate_per_s"].sum()),
     }
     return SimResult(fo, det, hc, ns, req, st, av, summary, config)
+
+
+def _weight_of(hosts: pd.Series, weights: dict[str, float]) -> pd.Series:
+    return hosts.map(weights).astype("float64").fillna(1.0)
+
+
+def _count(value: float, weights: dict[str, float] | None) -> int | float:
+    """A count: an int, or a weighted estimate (float) with sampled clients."""
+    return float(value) if weights is not None else int(round(float(value)))

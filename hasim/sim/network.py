@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from hasim.sim.kernel import Environment, Wait
+
 if TYPE_CHECKING:
     from hasim.sim.records import Recorder
 
@@ -44,13 +46,16 @@ def syn_schedule(retries: int = 6, linear: int = 0) -> tuple[tuple[float, ...], 
 class Network:
     """Up/down state of hosts and processes, partitions, slowness, and live sessions."""
 
-    def __init__(self, env: simpy.Environment, rtt: float, recorder: Recorder,
+    def __init__(self, env: Environment, rtt: float, recorder: Recorder,
                  syn_retries: int = 6, syn_linear_timeouts: int = 0) -> None:
         self.env = env
         self.rtt = rtt
         #: SYN retransmission times after a connect's first SYN, and the kernel's give-up.
         self.syn_resends, self.syn_give_up = syn_schedule(syn_retries, syn_linear_timeouts)
         self.rec = recorder
+        #: Bumped by every change of what a packet meets (hosts, processes, epochs,
+        #: partitions, slowness): a Session re-evaluates its path only when it moved.
+        self.version = 0
         self.host_up: dict[str, bool] = {}
         self.alive: dict[Proc, bool] = {}
         self.epoch: dict[Proc, int] = {}
@@ -63,6 +68,10 @@ class Network:
         self.watchers: dict[Proc, list[Callable[[bool], None]]] = {}
         #: Called after any change of hosts, processes or partitions (etcd, VIPs re-evaluate).
         self.on_change: list[Callable[[], None]] = []
+        #: Called just BEFORE any change of what a packet meets (hosts, processes,
+        #: partitions, slowness), while the old state still holds: what catches up lazily
+        #: on the state (hasim.sim.sampling's aggregate health checks) does it then.
+        self.before_change: list[Callable[[], None]] = []
         #: Processes a supervisor restarts after a crash (systemd ``RestartSec``), in seconds.
         self.restart_after: dict[Proc, float] = {}
         #: Processes a fault holds down: the supervisor's restarts fail until it ends.
@@ -73,6 +82,7 @@ class Network:
         self.host_up.setdefault(proc[0], True)
         self.alive[proc] = True
         self.epoch[proc] = 0
+        self.version += 1
 
     def reachable(self, a: str, b: str) -> bool:
         """Whether packets flow between hosts ``a`` and ``b`` (both up, not partitioned)."""
@@ -95,7 +105,7 @@ class Network:
             return REFUSED
         return OK
 
-    def dial(self, src: str, dst: Proc, limit: float) -> Generator[simpy.Event, Any, str]:
+    def dial(self, src: str, dst: Proc, limit: float) -> Generator[Wait, Any, str]:
         """A TCP connect as it takes time: OK or REFUSED one round trip after the SYN that
         got through, or BLACKHOLE when ``limit`` (the connector's own connect timeout)
         runs out first. An unanswered SYN is resent at the kernel's retransmission times
@@ -109,14 +119,14 @@ class Network:
             for t in self.syn_resends:
                 if t >= limit:
                     break
-                yield env.timeout(start + t - env.now)
+                yield env.sleep(start + t - env.now)
                 outcome = self.connect(src, dst)
                 if outcome != BLACKHOLE:
                     break
             if outcome == BLACKHOLE:
-                yield env.timeout(max(start + limit - env.now, 0.0))
+                yield env.sleep(max(start + limit - env.now, 0.0))
                 return BLACKHOLE
-        yield env.timeout(self.rtt)
+        yield env.sleep(self.rtt)
         return outcome
 
     # -- faults -----------------------------------------------------------------------------
@@ -124,7 +134,9 @@ class Network:
         """The process dies; its kernel closes every connection of it at once (FIN/RST)."""
         if not self.alive.get(proc, False):
             return
+        self._before()
         self.alive[proc] = False
+        self.version += 1
         self._notify(proc, False)
         for sess in list(self.sessions.get(proc, ())):
             sess.close(cause, self.env.now)
@@ -135,7 +147,7 @@ class Network:
     def _supervise(self, proc: Proc):  # type: ignore[no-untyped-def]
         """systemd restarts a crashed unit after ``RestartSec`` while its host is up."""
         while not self.alive.get(proc, False):
-            yield self.env.timeout(self.restart_after[proc])
+            yield self.env.sleep(self.restart_after[proc])
             if self.host_up.get(proc[0], True) and proc not in self.held:
                 self.start(proc)
 
@@ -143,38 +155,66 @@ class Network:
         """The process (re)starts with no memory of old connections."""
         if self.alive.get(proc, False):
             return
+        self._before()
         self.alive[proc] = True
         self.epoch[proc] = self.epoch.get(proc, 0) + 1
+        self.version += 1
         self._notify(proc, True)
         self.changed()
 
     def power_off(self, host: str) -> None:
         """The host vanishes: no FIN, no RST; its peers hear nothing at all."""
+        self._before()
         self.host_up[host] = False
+        self.version += 1
         for proc in [p for p in self.alive if p[0] == host]:
             if self.alive[proc]:
                 self.alive[proc] = False
                 self.epoch[proc] += 1
+                self.version += 1
                 self._notify(proc, False)
         self.changed()
 
     def power_on(self, host: str) -> None:
         """The host boots and its processes start afresh."""
+        self._before()
         self.host_up[host] = True
+        self.version += 1
         for proc in [p for p in self.alive if p[0] == host]:
             self.start(proc)
         self.changed()
 
     def partition(self, pairs: set[frozenset[str]]) -> set[frozenset[str]]:
         """Drop packets between each pair of hosts; returns the pairs newly blocked."""
+        self._before()
         new = pairs - self.blocked
         self.blocked |= new
+        self.version += 1
         self.changed()
         return new
 
     def heal(self, pairs: set[frozenset[str]]) -> None:
+        self._before()
         self.blocked.difference_update(pairs)
+        self.version += 1
         self.changed()
+
+    def add_slow(self, proc: Proc, delay: float) -> None:
+        """``proc`` answers ``delay`` seconds later (negative: a slow fault ends)."""
+        self._before()
+        self.slow[proc] = self.slow.get(proc, 0.0) + delay
+        self.version += 1
+
+    def new_epoch(self, proc: Proc) -> None:
+        """``proc`` forgets its connections without dying (a VIP moving to a new holder):
+        an old connection's next packet meets RST."""
+        self._before()
+        self.epoch[proc] = self.epoch.get(proc, 0) + 1
+        self.version += 1
+
+    def _before(self) -> None:
+        for fn in self.before_change:
+            fn()
 
     def changed(self) -> None:
         for fn in list(self.on_change):
@@ -222,6 +262,10 @@ class Session:
         "on_close",
         "unacked_since",
         "lb",
+        "_ver",
+        "_st",
+        "_dver",
+        "_delay",
     )
 
     def __init__(
@@ -248,6 +292,11 @@ class Session:
         self.broken: simpy.Event | None = None
         self.on_close: list[Callable[[Session], None]] = []
         self.unacked_since: float | None = None
+        # state() and delay() as of Network.version _ver/_dver (-1: not yet computed).
+        self._ver = -1
+        self._st = OK
+        self._dver = -1
+        self._delay = 0.0
         net.register(self)
 
     @property
@@ -260,21 +309,37 @@ class Session:
         if self.closed_at is not None:
             return RESET
         net = self.net
+        if self._ver == net.version:
+            return self._st
+        st = OK
         for src, dst, epoch in self.hops:
             if not net.reachable(src, dst[0]):
-                return BLACKHOLE
+                st = BLACKHOLE
+                break
             if net.epoch.get(dst, 0) != epoch or not net.alive.get(dst, False):
-                return RESET
-        return OK
+                st = RESET
+                break
+        self._ver = net.version
+        self._st = st
+        return st
 
     def delay(self) -> float:
         """One request-response exchange: a round trip per hop plus slowness of the hops."""
         net = self.net
+        if self._dver == net.version:
+            return self._delay
         extra = 0.0
         if net.slow:
             for _, dst, _ in self.hops:
                 extra += net.slow.get(dst, 0.0)
-        return len(self.hops) * net.rtt + extra
+        self._dver = net.version
+        self._delay = d = len(self.hops) * net.rtt + extra
+        return d
+
+    def add_hop(self, src: str, dst: Proc) -> None:
+        """Put a first hop in front of the chain (a VIP between client and LB)."""
+        self.hops.insert(0, (src, dst, self.net.epoch.get(dst, 0)))
+        self._ver = self._dver = -1
 
     def wait_broken(self) -> simpy.Event:
         """An event that fires when the session closes."""

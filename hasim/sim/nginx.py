@@ -35,9 +35,9 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import simpy
 
 from hasim.scenario import NginxSpec
+from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
 
@@ -166,7 +166,7 @@ class NginxProxy:
 
     def __init__(
         self,
-        env: simpy.Environment,
+        env: Environment,
         net: Network,
         rec: Recorder,
         host: str,
@@ -205,11 +205,11 @@ class NginxProxy:
         """nginx's cached wall clock, in whole seconds."""
         return int(self.env.now + self.clock_phase)
 
-    def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
+    def open_session(self, client: Proc) -> Generator[Wait, Any, Session | str]:
         """A client connects through nginx: a Session, or REFUSED/RESET for the client."""
         env, net = self.env, self.net
         if net.connect(client[0], self.proc) != OK:
-            yield env.timeout(net.rtt if client[0] != self.host else 0.0)
+            yield env.sleep(net.rtt if client[0] != self.host else 0.0)
             return REFUSED
         # Which worker accepts: without `reuseport` nginx (>= 1.11.3, accept_mutex off)
         # registers the shared listener with EPOLLEXCLUSIVE and the kernel wakes the first
@@ -268,13 +268,13 @@ class NginxProxy:
             self.rec.state(self.env.now, f"lb[w{w}]", self.host, srv[0], "down", "up",
                            "probe succeeded")
 
-    def _idle_timer(self, sess: Session) -> Generator[simpy.Event, Any, None]:
+    def _idle_timer(self, sess: Session) -> Generator[Wait, Any, None]:
         """``proxy_timeout``: close when neither side has read or written for that long."""
         timeout = self.spec.proxy_timeout
         while sess.open:
             wait = sess.last_activity + timeout - self.env.now
             if wait > 1e-9:
-                yield self.env.timeout(wait)
+                yield self.env.sleep(wait)
                 continue
             sess.close("proxy_timeout", self.env.now)
 

@@ -40,7 +40,8 @@ class Recorder:
     faults: list[FaultRecord] = field(default_factory=list)
 
     def request(
-        self, client: str, host: str, start: float, end: float, outcome: str, backend: str, kind: str
+        self, client: str, host: str, start: float, end: float, outcome: str, backend: str,
+        kind: str
     ) -> None:
         self.requests.append((client, host, start, end, outcome, backend, kind))
 

@@ -30,6 +30,7 @@ import numpy as np
 import simpy
 
 from hasim.scenario import VipSpec
+from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import OK, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
 
@@ -46,7 +47,7 @@ class Vip:
 
     def __init__(
         self,
-        env: simpy.Environment,
+        env: Environment,
         net: Network,
         rec: Recorder,
         spec: VipSpec,
@@ -74,6 +75,8 @@ class Vip:
             net.add_process((h, self.agent))
         rec.state(0.0, self.agent, hosts[0], "vip", "vip-backup", "vip-master", "initial holder")
         net.on_change.append(self._on_change)
+        #: Failovers waiting for a change (see :meth:`changed`).
+        self._waiters: list[Callable[[], None]] = []
 
     def _up(self, i: int) -> bool:
         h = self.hosts[i]
@@ -95,7 +98,7 @@ class Vip:
         self.pending = True
         self.env.process(self._failover(self.env.now))
 
-    def _failover(self, lost_at: float) -> Generator[simpy.Event, Any, None]:
+    def _failover(self, lost_at: float) -> Generator[Wait, Any, None]:
         env, spec = self.env, self.spec
         old = self.holder
         if self.kind == "keepalived":
@@ -171,7 +174,7 @@ class Vip:
             t += self._try_gap()
         return t
 
-    def _preempt(self, better: int) -> Generator[simpy.Event, Any, None]:
+    def _preempt(self, better: int) -> Generator[Wait, Any, None]:
         """A returning higher-priority instance takes the VIP back.
 
         keepalived (``vrrp_scheduler.c`` ``vrrp_init_state``) starts every non-owner
@@ -200,9 +203,20 @@ class Vip:
             if not ev.triggered:
                 ev.succeed()
                 self.net.on_change.remove(fire)
+                if fire in self._waiters:
+                    self._waiters.remove(fire)
 
         self.net.on_change.append(fire)
+        self._waiters.append(fire)
         return ev
+
+    def changed(self) -> None:
+        """Something the network does not announce changed whether an instance can hold
+        the VIP (kube-vip: etcd elected a leader, so renewals through the apiserver work
+        again): wake a failover waiting for a change, and re-evaluate."""
+        for fire in list(self._waiters):
+            fire()
+        self._on_change()
 
     def _set(self, new: int, lost_at: float, cause: str, old: int | None) -> None:
         prev_host = self.hosts[old] if old is not None else "-"
@@ -214,7 +228,7 @@ class Vip:
         self.rec.state(self.env.now, self.agent, new_host, "vip", "vip-backup", "vip-master", cause)
         if old != new:
             # A moved VIP: the new holder knows no old connection (RST on their next packet).
-            self.net.epoch[VIP_PROC] = self.net.epoch.get(VIP_PROC, 0) + 1
+            self.net.new_epoch(VIP_PROC)
         self.holder = new
         if old != new:
             self._reset_stalled()
@@ -226,7 +240,7 @@ class Vip:
             return None
         return holder
 
-    def open_session(self, client: Proc) -> Generator[simpy.Event, Any, Session | str]:
+    def open_session(self, client: Proc) -> Generator[Wait, Any, Session | str]:
         """Dial the VIP: the holder's LB, or no answer while the VIP is between holders.
 
         While nobody holds the VIP the SYN goes unanswered and the kernel retransmits it
@@ -256,14 +270,14 @@ class Vip:
                 return TIMEOUT  # the client's own timeout fired first
         got = yield from self.targets[holder].open_session(client)
         if isinstance(got, Session):
-            got.hops.insert(0, (client[0], VIP_PROC, self.net.epoch.get(VIP_PROC, 0)))
+            got.add_hop(client[0], VIP_PROC)
             if VIP_PROC not in got.procs:  # unregistered with the others when it closes
                 if isinstance(got.procs, set):
                     got.procs.add(VIP_PROC)
                 else:
                     got.procs.append(VIP_PROC)
             self.net.register(got)  # idempotent for the hops already registered
-        return got  # type: ignore[no-any-return]
+        return got
 
     def _reset_stalled(self) -> None:
         """After a move, a connection with unacknowledged data (a request or ping sent into
@@ -275,7 +289,7 @@ class Vip:
                 self.env.process(self._rst_on_retransmit(sess, sess.unacked_since))
 
     def _rst_on_retransmit(self, sess: Session, since: float
-                           ) -> Generator[simpy.Event, Any, None]:
+                           ) -> Generator[Wait, Any, None]:
         now = self.env.now
         rto = RTO_MIN
         at = since + rto

@@ -38,7 +38,13 @@ def quick_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pat
     from hasim.lab import calibration_matrix, run_matrix
 
     out = tmp_path_factory.mktemp("lab-quick")
-    df = run_matrix(calibration_matrix("quick"), TRIALS, out, parallel=2, quiet=True)
+    # One cell at a time: with two cells' nginx, HAProxy, stubs and load clients on two
+    # cores, nginx's worker 0 is sometimes not idle in epoll_wait when a long client
+    # connects at start, worker 1 accepts it, and least_conn's per-worker counts then keep
+    # short connections off a blackholed master1 until its long client times out (real
+    # detection 2.7 s instead of 1.1 s in 2 of 3 trials). A node's kubelet does not meet
+    # that contention; the simulator's worker 0 models the idle case.
+    df = run_matrix(calibration_matrix("quick"), TRIALS, out, parallel=1, quiet=True)
     yield out, df
 
 

@@ -208,3 +208,29 @@ def test_kube_vip_holder_that_cannot_renew_gives_the_vip_up():
     lo, hi = _kube_vip_bounds(lease, retry)
     x = mv["takeover_s"].to_numpy()
     assert (x > lo).all() and (x < hi).all(), (x.min(), x.max())
+
+
+def test_kube_vip_moves_after_the_holder_takes_the_etcd_leader_down():
+    """etcd on the masters: master1 holds the VIP, leads etcd, and crashes for good. For
+    the raft election (election timeout E, MODEL.md §3) nobody can renew the lease through
+    an apiserver; once a leader is elected (an event the network never announces) the
+    candidates renew again and one takes the VIP within the kube-vip window after it."""
+    sc = hasim.load_scenario("scenarios/incidents/kube-vip.yaml").with_overrides({
+        "cluster": {"rules": "kubespray-2026-01", "generate": {"masters": 3, "etcd": 3,
+                                                                "nodes": 3},
+                    "vars": {"loadbalancer_apiserver": {"address": "10.0.0.200",
+                                                        "port": 6443}}},
+    })
+    res = hasim.simulate(sc, seed=0)
+    st = res.state_changes
+    elected = st[(st["component"] == "etcd") & (st["to"] == "leader") & (st["time"] > 60)]
+    assert len(elected) >= 1
+    moved = st[(st["subject"] == "vip") & (st["to"] == "vip-master") & (st["time"] > 60)]
+    assert len(moved) == 1 and moved["host"].iloc[0] != "master1"
+    vip = sc.spec.balancers.external.vip
+    lo, hi = _kube_vip_bounds(vip.lease_duration, vip.retry_period)
+    # the lease had expired by the election: the takeover comes within one acquire try
+    # of it at most, and never before the lease ran out after the crash
+    assert moved["time"].iloc[0] >= 60 + lo
+    assert moved["time"].iloc[0] <= max(60 + hi, elected["time"].iloc[0]
+                                        + vip.retry_period * 2.2 + 1e-6)

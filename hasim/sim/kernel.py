@@ -1,0 +1,372 @@
+"""SimPy's event loop, leaner: the same events in the same order, less Python per event.
+
+:class:`Environment` is a :class:`simpy.Environment` that processes exactly the events
+SimPy 4 would (``simpy/core.py``, ``simpy/events.py``), in the same order: by ``(time,
+priority, id)``, the ids handed out in the same order; a failed event nobody defused
+crashes the run; ``run(until=t)`` stops at the same urgent event at ``t``. What changes is
+the cost per event (docs/performance.md has the profiles and figures):
+
+- The queue is a two-tier "ladder". SimPy keeps every pending event in one heap of
+  ``(time, priority, id, event)`` tuples; a 10,000-node run keeps some 100,000 events
+  pending, and a pop and push then cost about 4 us, mostly cache misses on the way down
+  a 17-level heap (0.8 us at 8,000 events). Here only the events of the current time
+  window (``WINDOW`` seconds of simulated time) are in the heap; later ones wait in a
+  list per window, appended in O(1), and a window's list is heapified when the clock
+  reaches it. Windows are numbered ``int(time / WINDOW)``, monotonic in time, so the
+  heap always holds the earliest pending events and the order is SimPy's exactly.
+  (A float-keyed heap of distinct times with a dict of per-time deques was tried too and
+  dropped: the dict and deque cost more than the tuple comparisons they save.)
+- The cyclic garbage collector. A run allocates several objects per event (the event,
+  its callback list, the heap entry) and keeps hundreds of thousands alive, so with
+  CPython's default thresholds (a young collection every 700 net allocations, a full one
+  every 100 young ones) collections took a quarter of a 1,000-node run. While ``run``
+  loops, the objects alive when it started are frozen out of collections
+  (:func:`gc.freeze`) and a young collection waits for 100,000 allocations; both are
+  restored when it returns. Events and processes leave no cycles behind (a finished
+  :class:`Process` drops its kept ``_resume``), so memory does not grow for it.
+- ``run`` inlines :meth:`step` (one call and one ``try`` less per event); ``timeout``
+  schedules its event without the calls of ``Timeout.__init__`` and ``schedule``; a
+  :class:`Process` keeps one bound ``_resume`` instead of making a new one per wait.
+
+Counting is untouched: every event still takes one id from ``_eid`` when it is
+scheduled, so :func:`events_processed` counts the events processed here exactly as it
+does for a stock :class:`simpy.Environment` (ids handed out, less events still pending).
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from heapq import heapify, heappop, heappush
+from typing import Any
+
+import simpy
+from simpy.core import EmptySchedule, Infinity, StopSimulation
+from simpy.events import NORMAL, PENDING, URGENT, Event, Initialize, Timeout, _describe_frame
+
+#: Simulated seconds per window of the ladder queue. A 1,000-node cluster processes about
+#: 1,300 events per simulated second, a 10,000-node one ten times that: a quarter second
+#: keeps the heap at a few hundred to a few thousand events.
+WINDOW = 0.25
+#: Windows per simulated second. A power of two: ``time * PER_SECOND`` and
+#: ``k / PER_SECOND`` are exact, so a window's number and its end agree to the last bit
+#: (an event at time t < end goes to the heap exactly when int(t * PER_SECOND) <= k).
+PER_SECOND = 4.0
+
+
+def events_processed(env: simpy.Environment) -> int:
+    """Events processed so far: ids handed out (one per event scheduled) less the events
+    still pending. The same count for a stock SimPy environment and for
+    :class:`Environment`, so that a benchmark compares like with like."""
+    # itertools.count has no peek: take the next id and put a fresh counter at the same
+    # place, so that counting changes nothing.
+    nxt = next(env._eid)
+    env._eid = itertools.count(nxt)
+    if isinstance(env, Environment):
+        return nxt - env.pending()
+    return nxt - len(env._queue)
+
+
+#: What a process of the model yields: an event, or a plain delay (Environment.sleep).
+Wait = Event | float
+
+#: The collector's thresholds while an event loop runs (see the module docstring).
+GC_THRESHOLDS = (100_000, 20, 100)
+
+
+_quiet_depth = 0
+
+
+@contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Fewer cyclic collections for the duration: :data:`GC_THRESHOLDS`, and the objects
+    alive now left out of them; the previous settings come back afterwards. Nested uses
+    keep the outermost's settings."""
+    global _quiet_depth
+    if _quiet_depth:
+        _quiet_depth += 1
+        try:
+            yield
+        finally:
+            _quiet_depth -= 1
+        return
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    _quiet_depth = 1
+    try:
+        yield
+    finally:
+        _quiet_depth = 0
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
+class FastTimeout(Timeout):
+    """:class:`simpy.Timeout`, scheduled inline (same check, same id, same place)."""
+
+    def __init__(self, env: Environment, delay: float, value: Any = None) -> None:
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        self.env = env
+        self.callbacks = []
+        self._value = value
+        self._delay = delay
+        self._ok = True
+        t = env._now + delay
+        if t < env._horizon:
+            heappush(env._queue, (t, NORMAL, next(env._eid), self))
+        else:
+            k = int(t * PER_SECOND)
+            later = env._later.get(k)
+            if later is None:
+                env._later[k] = [(t, NORMAL, next(env._eid), self)]
+                heappush(env._windows, k)
+            else:
+                later.append((t, NORMAL, next(env._eid), self))
+
+
+class Wake:
+    """The queue entry of a process's plain wait (:meth:`Environment.sleep`): it stands
+    where SimPy would put a :class:`~simpy.events.Timeout` (same time, priority and id)
+    and resumes its process with ``None``, as a Timeout without a value would. One per
+    process, reused for each of its waits; ``proc`` is None once the wait was voided."""
+
+    __slots__ = ("proc",)
+    _ok = True
+    _value = None
+
+    def __init__(self, proc: Process | None) -> None:
+        self.proc = proc
+
+
+class Process(simpy.Process):
+    """:class:`simpy.Process` that also waits on plain delays (:meth:`Environment.sleep`)
+    and keeps one bound ``_resume`` for all its waits.
+
+    SimPy appends ``self._resume`` to the callbacks of every event the process waits
+    for, which builds a new bound method each time; an interrupt removes it again with
+    ``list.remove``, which compares bound methods by equality, so a kept one behaves the
+    same. A yielded number is scheduled at once, as ``Timeout(env, delay)`` schedules
+    itself when made: in ``yield env.sleep(d)`` nothing happens between the two, so the
+    id and the order are those of ``yield env.timeout(d)``.
+    """
+
+    def __init__(self, env: Environment, generator: Any) -> None:
+        if not hasattr(generator, "throw"):
+            raise ValueError(f"{generator} is not a generator.")
+        self.env = env
+        self.callbacks = []
+        self._generator = generator
+        self._resume_cb = self._resume
+        self._wake: Wake | None = Wake(self)
+        self._target = Initialize(env, self)
+
+    def interrupt(self, cause: Any = None) -> None:
+        """:meth:`simpy.Process.interrupt`, also while the process sleeps: its pending
+        wake is voided (it stays queued and is processed as a no-op, as an abandoned
+        Timeout is) and SimPy's Interruption takes over."""
+        if self._target.__class__ is Wake and self._value is PENDING \
+                and self is not self.env.active_process:
+            self._target.proc = None
+            self._wake = Wake(self)
+            holder = Event(self.env)
+            holder.callbacks = [self._resume_cb]
+            self._target = holder
+        super().interrupt(cause)
+
+    def _resume(self, event: Any) -> None:
+        env: Any = self.env
+        env._active_proc = self
+        gen = self._generator
+        while True:
+            try:
+                if event._ok:
+                    event = gen.send(event._value)
+                else:
+                    event._defused = True
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    event = gen.throw(exc)
+            except StopIteration as e:
+                event = None
+                # No cycle left behind for the garbage collector.
+                self._resume_cb = self._wake = None  # type: ignore[assignment]
+                self._ok = True
+                self._value = e.args[0] if len(e.args) else None
+                env.schedule(self)
+                break
+            except BaseException as e:
+                event = None
+                self._resume_cb = self._wake = None  # type: ignore[assignment]
+                self._ok = False
+                e.__traceback__ = e.__traceback__.tb_next  # type: ignore[union-attr]
+                self._value = e
+                env.schedule(self)
+                break
+            cls = event.__class__
+            if cls is float or cls is int:  # env.sleep(delay): schedule as a Timeout would
+                wake = self._wake
+                t = env._now + event
+                if t < env._horizon:
+                    heappush(env._queue, (t, NORMAL, next(env._eid), wake))
+                else:
+                    k = int(t * PER_SECOND)
+                    later = env._later.get(k)
+                    if later is None:
+                        env._later[k] = [(t, NORMAL, next(env._eid), wake)]
+                        heappush(env._windows, k)
+                    else:
+                        later.append((t, NORMAL, next(env._eid), wake))
+                event = wake
+                break
+            try:
+                callbacks = event.callbacks
+            except AttributeError:
+                descr = _describe_frame(gen.gi_frame)  # type: ignore[attr-defined]
+                raise RuntimeError(f'\n{descr}Invalid yield value "{event}"') from None
+            if callbacks is not None:
+                callbacks.append(self._resume_cb)
+                break
+        self._target = event
+        env._active_proc = None
+
+
+class Environment(simpy.Environment):
+    """A :class:`simpy.Environment` with a ladder queue and a leaner run loop (see the
+    module docstring). ``_queue`` (SimPy's heap) holds the events of windows up to
+    ``_window``; ``_later`` the lists of later windows, whose numbers are in the heap
+    ``_windows``."""
+
+    def __init__(self, initial_time: float = 0) -> None:
+        super().__init__(initial_time)
+        self._window = int(initial_time * PER_SECOND)
+        #: Where the current window ends: an event before it goes into the heap.
+        self._horizon = (self._window + 1) / PER_SECOND
+        self._later: dict[int, list[Any]] = {}
+        self._windows: list[int] = []
+
+    def pending(self) -> int:
+        """Events scheduled and not yet processed."""
+        return len(self._queue) + sum(len(v) for v in self._later.values())
+
+    def event(self) -> Event:
+        return Event(self)
+
+    def timeout(self, delay: float = 0, value: Any = None) -> Timeout:
+        return FastTimeout(self, delay, value)
+
+    def sleep(self, delay: float) -> Wait:
+        """A process's plain wait: ``yield env.sleep(d)`` resumes it ``d`` later with
+        ``None``, exactly as ``yield env.timeout(d)`` would (same id, same order), but
+        without a Timeout object. Only for a wait the process yields at once, never in a
+        condition (``a | b``) or a callback: use :meth:`timeout` there."""
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        return delay
+
+    def process(self, generator: Any) -> simpy.Process:
+        return Process(self, generator)
+
+    def schedule(self, event: Event, priority: Any = NORMAL, delay: float = 0) -> None:
+        t = self._now + delay
+        if t < self._horizon:
+            heappush(self._queue, (t, priority, next(self._eid), event))
+        else:
+            k = int(t * PER_SECOND)
+            later = self._later.get(k)
+            if later is None:
+                self._later[k] = [(t, priority, next(self._eid), event)]
+                heappush(self._windows, k)
+            else:
+                later.append((t, priority, next(self._eid), event))
+
+    def _advance(self) -> bool:
+        """The heap is empty: move the next window with events into it."""
+        if not self._windows:
+            return False
+        k = heappop(self._windows)
+        queue = self._queue
+        queue.extend(self._later.pop(k))
+        heapify(queue)
+        self._window = k
+        self._horizon = (k + 1) / PER_SECOND
+        return True
+
+    def peek(self) -> float:
+        if self._queue:
+            return self._queue[0][0]
+        if self._windows:
+            return min(self._later[self._windows[0]])[0]
+        return Infinity
+
+    def step(self) -> None:
+        """:meth:`simpy.Environment.step` on the ladder queue."""
+        if not self._queue and not self._advance():
+            raise EmptySchedule()
+        self._now, _, _, event = heappop(self._queue)
+        if event.__class__ is Wake:
+            if event.proc is not None:
+                event.proc._resume(event)
+            return
+        callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+        try:
+            for callback in callbacks:
+                callback(event)
+        except StopSimulation:
+            event.callbacks = callbacks[callbacks.index(callback) + 1:]
+            self.schedule(event, -1)
+            raise
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
+
+    def run(self, until: Any = None) -> Any:
+        """:meth:`simpy.Environment.run`; a number as ``until`` takes the inlined loop."""
+        if until is None or isinstance(until, Event):
+            return super().run(until)
+        at = until if isinstance(until, int) else float(until)
+        if at <= self._now:
+            raise ValueError(f"until ({at}) must be greater than the current simulation time")
+        # The same urgent stop event SimPy schedules, with the same id.
+        stop = Event(self)
+        stop._ok = True
+        stop._value = None
+        self.schedule(stop, URGENT, at - self._now)
+        with quiet_gc():
+            return self._loop(stop)
+
+    def _loop(self, stop: Event) -> None:
+        queue: list[Any] = self._queue
+        advance = self._advance
+        event: Any
+        while True:
+            if not queue:
+                advance()  # never without events: the stop event is pending
+            now, _, _, event = heappop(queue)
+            self._now = now
+            if event.__class__ is Wake:  # a sleeping process (no callbacks list to swap)
+                proc = event.proc
+                if proc is not None:
+                    proc._resume(event)
+                continue
+            if event is stop:
+                # As SimPy's StopSimulation path: the stop event goes back into the queue
+                # (priority -1, a new id) with its remaining callbacks, none.
+                stop.callbacks = []
+                self.schedule(stop, -1)
+                return None
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc
+
+
+__all__ = ["Environment", "EmptySchedule", "FastTimeout", "GC_THRESHOLDS", "PENDING", "Process",
+           "StopSimulation", "WINDOW", "Wait", "Wake", "events_processed", "quiet_gc"]

@@ -1,0 +1,160 @@
+"""hasim's event loop (hasim.sim.kernel) against stock SimPy.
+
+What is proved: on programs that mix every construct the model uses (timeouts and
+``env.sleep``, events triggered by other processes, ``a | b`` conditions, process
+results, interrupts, urgent events, zero delays, waits that cross many windows of the
+ladder queue, runs resumed with a later ``until``), hasim's Environment processes the
+same events in the same order as ``simpy.Environment`` and counts them alike. The
+expected trace is stock SimPy's own, never an earlier hasim run's.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+from collections.abc import Callable, Generator
+from typing import Any
+
+import pytest
+import simpy
+
+from hasim.sim.kernel import GC_THRESHOLDS, WINDOW, Environment, events_processed
+
+Trace = list[tuple[Any, ...]]
+
+
+def program(env: simpy.Environment, trace: Trace, seed: int, sleep: bool) -> None:
+    """Random processes waking each other; ``sleep``: plain waits use env.sleep."""
+    rnd = random.Random(seed)
+
+    def wait(d: float) -> Any:
+        return env.sleep(d) if sleep else env.timeout(d)  # type: ignore[attr-defined]
+
+    signals = [env.event() for _ in range(4)]
+
+    def worker(k: int) -> Generator[Any, Any, int]:
+        n = 0
+        for _ in range(rnd.randint(5, 40)):
+            r = rnd.random()
+            try:
+                if r < 0.5:
+                    # Waits from zero to many ladder windows; some land on equal times.
+                    yield wait(rnd.choice([0.0, WINDOW, 1.0, rnd.uniform(0, 30)]))
+                elif r < 0.7:
+                    i = rnd.randrange(len(signals))
+                    got = yield signals[i] | env.timeout(rnd.uniform(0, 5))
+                    trace.append(("cond", k, env.now, sorted(str(v) for v in got.values())))
+                elif r < 0.85:
+                    i = rnd.randrange(len(signals))
+                    if not signals[i].triggered:
+                        signals[i].succeed(k)
+                    signals[i] = env.event()
+                    yield wait(rnd.uniform(0, 2))
+                else:
+                    child = env.process(helper(k))
+                    value = yield child
+                    trace.append(("child", k, env.now, value))
+            except simpy.Interrupt as i:
+                trace.append(("interrupted", k, env.now, i.cause))
+            n += 1
+            trace.append(("step", k, env.now))
+        return n
+
+    def helper(k: int) -> Generator[Any, Any, str]:
+        yield wait(rnd.uniform(0, 3))
+        return f"h{k}"
+
+    procs = [env.process(worker(k)) for k in range(12)]
+
+    def interrupter() -> Generator[Any, Any, None]:
+        for _ in range(15):
+            yield wait(rnd.uniform(0, 4))
+            p = rnd.choice(procs)
+            if p.is_alive:
+                p.interrupt(f"at {env.now:.3f}")
+                trace.append(("interrupt", env.now))
+
+    env.process(interrupter())
+    for p in procs:
+        p.callbacks.append(lambda ev, t=trace: t.append(("done", ev.value)))
+
+
+def run(make: Callable[[], simpy.Environment], seed: int, sleep: bool) -> tuple[Trace, int]:
+    env = make()
+    trace: Trace = []
+    program(env, trace, seed, sleep)
+    env.run(until=40)
+    trace.append(("mid", env.now, events_processed(env)))
+    env.run(until=400)  # resumed: the stop event of the first run goes on as SimPy's does
+    return trace, events_processed(env)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_same_events_same_order_as_simpy(seed: int) -> None:
+    expected = run(simpy.Environment, seed, sleep=False)
+    assert len(expected[0]) > 50
+    assert run(Environment, seed, sleep=False) == expected
+    # env.sleep in place of every plain env.timeout: the same trace and the same count.
+    assert run(Environment, seed, sleep=True) == expected
+
+
+def test_sleep_rejects_a_negative_delay_like_timeout() -> None:
+    env = Environment()
+    with pytest.raises(ValueError):
+        env.sleep(-1.0)
+    with pytest.raises(ValueError):
+        env.timeout(-1.0)
+
+
+def test_a_failed_event_nobody_defused_crashes_the_run() -> None:
+    env = Environment()
+
+    def boom() -> Generator[Any, Any, None]:
+        yield env.sleep(1.0)
+        raise KeyError("x")
+
+    env.process(boom())
+    with pytest.raises(KeyError):
+        env.run(until=5)
+
+
+def test_garbage_collector_settings_come_back() -> None:
+    before = gc.get_threshold()
+    env = Environment()
+    seen: list[tuple[int, int, int]] = []
+
+    def probe() -> Generator[Any, Any, None]:
+        yield env.sleep(1.0)
+        seen.append(gc.get_threshold())
+
+    env.process(probe())
+    env.run(until=2)
+    assert seen == [GC_THRESHOLDS]
+    assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize("until", ["exhaust", "event"])
+def test_run_without_a_number_steps_the_same(until: str) -> None:
+    """``run()`` to the end of the schedule and ``run(until=event)`` take SimPy's own loop
+    over this kernel's ``step``: the same trace and count as stock SimPy."""
+
+    def go(make: Callable[[], simpy.Environment], sleep: bool) -> tuple[Trace, int, Any]:
+        env = make()
+        trace: Trace = []
+        program(env, trace, 3, sleep)
+        if until == "exhaust":
+            value = env.run()
+        else:
+            stop = env.event()
+
+            def trigger() -> Generator[Any, Any, None]:
+                yield env.timeout(17.25)
+                stop.succeed("stopped")
+
+            env.process(trigger())
+            value = env.run(until=stop)
+        return trace, events_processed(env), value
+
+    expected = go(simpy.Environment, sleep=False)
+    assert go(Environment, sleep=False) == expected
+    assert go(Environment, sleep=True) == expected
