@@ -167,16 +167,26 @@ class Namespace:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """A second Ctrl-C (or SIGTERM) must not cut a cleanup short: hold them meanwhile."""
+    """A Ctrl-C (or SIGTERM) must not cut a cleanup short: hold it meanwhile and deliver
+    it when the cleanup is done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    held: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        held.append(signum)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if held:
+            # Deferred, not dropped: a Ctrl-C that came during the cleanup still stops
+            # the run (exit 130) once the cleanup is done.
+            signal.raise_signal(held[0])
 
 
 def _kill_inside(name: str) -> None:
