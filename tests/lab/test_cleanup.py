@@ -104,14 +104,25 @@ def _read_until(p: subprocess.Popen[bytes], needle: str, timeout: float) -> list
     raise AssertionError(f"never saw {needle!r}; stderr: {lines}")
 
 
+def _foreground_signals() -> None:
+    """In the child before exec: SIGINT and SIGTERM at their defaults and unblocked."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_lab_process_leaves_nothing(tmp_path: Path, sig: int) -> None:
     scenario = lab_scenario(NGINX_SHORT, "blackhole")
     path = tmp_path / "lab-nginx-blackhole.yaml"
     path.write_text(yaml.safe_dump(dict(scenario.raw)))
+    # Run as a user's foreground command would: a shell starts background jobs (a CI
+    # runner's `cmd &`) with SIGINT ignored, children inherit that, and Python then never
+    # installs its KeyboardInterrupt handler, so Ctrl-C would not be what is tested.
     p = subprocess.Popen([sys.executable, "-m", "hasim.lab", str(path), "--trials", "2",
                           "--sim-trials", "1", "--out", str(tmp_path / "out")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=_foreground_signals)
     try:
         lines = _read_until(p, "namespace hasim-lab-", 60)
         name = lines[-1].split()[-1]
