@@ -16,36 +16,27 @@ from hasim.errors import HasimError
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["calibrate"]:
-        p = argparse.ArgumentParser(prog="python -m hasim.lab calibrate",
-                                    description="the lab's calibration matrix")
-        p.add_argument("--matrix", choices=["quick", "full"], default="full")
-        p.add_argument("--trials", type=int, default=10)
-        p.add_argument("--sim-trials", type=int, default=None)
-        p.add_argument("--parallel", type=int, default=1)
-        p.add_argument("--out", default="results/calibration")
-        a = p.parse_args(args_list[1:])
-    else:
-        p = argparse.ArgumentParser(prog="python -m hasim.lab",
-                                    description="real nginx/HAProxy vs the simulator")
-        p.add_argument("scenario")
-        p.add_argument("--trials", type=int, default=5)
-        p.add_argument("--sim-trials", type=int, default=None)
-        p.add_argument("--out", default="results/lab")
-        a = p.parse_args(args_list)
+    if args_list[:1] != ["calibrate"]:
+        # One scenario: exactly `hasim lab` (its options, checks and exit codes).
+        from hasim.cli import main as hasim_main
+
+        return hasim_main(["lab", *args_list])
+    p = argparse.ArgumentParser(prog="python -m hasim.lab calibrate",
+                                description="the lab's calibration matrix")
+    p.add_argument("--matrix", choices=["quick", "full"], default="full")
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--sim-trials", type=int, default=None)
+    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--out", default="results/calibration")
+    a = p.parse_args(args_list[1:])
     if a.trials < 1:
         p.error("--trials must be at least 1")
     try:
-        from hasim.lab import run_lab, run_matrix
+        from hasim.lab import run_matrix
         from hasim.lab.matrix import calibration_matrix
 
-        if args_list[:1] == ["calibrate"]:
-            run_matrix(calibration_matrix(a.matrix), a.trials, a.out, parallel=a.parallel,
-                       sim_trials=a.sim_trials)
-        else:
-            from hasim.scenario import load_scenario
-
-            run_lab(load_scenario(a.scenario), a.trials, a.out, sim_trials=a.sim_trials)
+        run_matrix(calibration_matrix(a.matrix), a.trials, a.out, parallel=a.parallel,
+                   sim_trials=a.sim_trials)
     except HasimError as exc:
         print(f"hasim: error: {exc}", file=sys.stderr)
         return 2
@@ -53,7 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hasim: interrupted", file=sys.stderr)
         return 130
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -73,6 +73,22 @@ def write(df: pd.DataFrame, out: str | Path, name: str = "lab") -> tuple[pd.Data
     return table, out
 
 
+def _logger(quiet: bool) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    return log
+
+
+def _write_and_show(df: pd.DataFrame, out: str | Path, quiet: bool) -> None:
+    table, where = write(df, out)
+    if not quiet:
+        print(compare.format_table(table))
+        print(f"\nwritten: {where / 'lab.parquet'}, {where / 'lab-summary.csv'}, "
+              f"{where / 'lab.png'}")
+
+
 def run_lab(scenario: Scenario, trials: int = 5, out: str | Path = "results/lab", *,
             sim_trials: int | None = None, load: LoadSpec | None = None,
             host: str | None = None, seed: int = 0, quiet: bool = False) -> pd.DataFrame:
@@ -86,17 +102,9 @@ def run_lab(scenario: Scenario, trials: int = 5, out: str | Path = "results/lab"
     the machine lacks root or a tool, and :class:`hasim.HasimError` for a scenario the lab
     cannot reproduce.
     """
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    df = measure_scenario(scenario, trials, sim_trials=sim_trials, load=load, host=host, seed=seed,
-                 log=log)
-    table, where = write(df, out)
-    if not quiet:
-        print(compare.format_table(table))
-        print(f"\nwritten: {where / 'lab.parquet'}, {where / 'lab-summary.csv'}, "
-              f"{where / 'lab.png'}")
+    df = measure_scenario(scenario, trials, sim_trials=sim_trials, load=load, host=host,
+                          seed=seed, log=_logger(quiet))
+    _write_and_show(df, out, quiet)
     return df
 
 
@@ -108,9 +116,7 @@ def run_matrix(scenarios: Sequence[Scenario], trials: int, out: str | Path, *,
     prereq.require()
     stopping.clear()
 
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
+    log = _logger(quiet)
 
     def one(s: Scenario) -> pd.DataFrame:
         # Real trials only: the simulated ones (CPU-bound, in this process) come after
@@ -131,15 +137,11 @@ def run_matrix(scenarios: Sequence[Scenario], trials: int, out: str | Path, *,
                 pool.shutdown(wait=True, cancel_futures=True)
         else:
             parts = [one(s) for s in scenarios]
-        n_sim = sim_trials if sim_trials is not None else max(SIM_TRIALS, trials)
-        parts += [measure_scenario(s, 0, sim_trials=n_sim, load=load, real=False, log=log)
+        parts += [measure_scenario(s, trials, sim_trials=sim_trials, load=load, real=False,
+                                   log=log)
                   for s in scenarios]
     df = pd.concat(parts, ignore_index=True)
-    table, where = write(df, out)
-    if not quiet:
-        print(compare.format_table(table))
-        print(f"\nwritten: {where / 'lab.parquet'}, {where / 'lab-summary.csv'}, "
-              f"{where / 'lab.png'}")
+    _write_and_show(df, out, quiet)
     return df
 
 
