@@ -166,23 +166,30 @@ class Namespace:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """A Ctrl-C (or SIGTERM) must not cut a cleanup short: hold it meanwhile and deliver
-    it when the cleanup is done."""
+def _handling(signums: tuple[int, ...], handler: Any) -> Iterator[None]:
+    """``handler`` for ``signums`` within the block, the previous handlers afterwards. A
+    no-op outside the main thread (signal handlers can only be set there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held: list[int] = []
-
-    def hold(signum: int, _frame: object) -> None:
-        held.append(signum)
-
-    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler) for s in signums}
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """A Ctrl-C (or SIGTERM) must not cut a cleanup short: hold it meanwhile and deliver
+    it when the cleanup is done."""
+    held: list[int] = []
+    try:
+        with _handling((signal.SIGINT, signal.SIGTERM),
+                       lambda signum, _frame: held.append(signum)):
+            yield
+    finally:
         if held:
             # Deferred, not dropped: a Ctrl-C that came during the cleanup still stops
             # the run (exit 130) once the cleanup is done.
@@ -279,12 +286,5 @@ def exit_on_signals() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP unwind the stack like Ctrl-C does, so every
     ``finally`` runs; the previous handlers come back afterwards. A no-op outside the
     main thread (signal handlers can only be set there)."""
-    if threading.current_thread() is not threading.main_thread():
+    with _handling((signal.SIGTERM, signal.SIGHUP), _raise_exit):
         yield
-        return
-    old = {s: signal.signal(s, _raise_exit) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
