@@ -141,16 +141,19 @@ def build_cluster(
     if group_order:
         for raw, names in group_order.items():
             g = canonical_group(raw)
-            ordered = [n for n in names if n in members.get(g, [])]
-            rest = [n for n in members.get(g, []) if n not in ordered]
+            present = set(members.get(g, ()))
+            ordered = [n for n in names if n in present]
+            named = set(ordered)
+            rest = [n for n in members.get(g, []) if n not in named]
             if ordered:
                 members[g] = ordered + rest
     k8s = members.setdefault(K8S, [])
+    in_k8s = set(k8s)  # membership by set: a list's `in` made 10,000 nodes quadratic
     for g in (MASTER, NODE):
         for name in members.get(g, []):
-            if name not in k8s:
+            if name not in in_k8s:
                 k8s.append(name)
-    in_k8s = set(k8s)
+                in_k8s.add(name)
     host_objs = tuple(
         Host(name, frozenset(groups | ({K8S} if name in in_k8s else set())), v)
         for name, groups, v in records

@@ -20,10 +20,18 @@ the cost per event (docs/performance.md has the profiles and figures):
   its callback list, the heap entry) and keeps hundreds of thousands alive, so with
   CPython's default thresholds (a young collection every 700 net allocations, a full one
   every 100 young ones) collections took a quarter of a 1,000-node run. While ``run``
-  loops, the objects alive when it started are frozen out of collections
-  (:func:`gc.freeze`) and a young collection waits for 100,000 allocations; both are
-  restored when it returns. Events and processes leave no cycles behind (a finished
-  :class:`Process` drops its kept ``_resume``), so memory does not grow for it.
+  loops, the objects alive when it started (the whole model) are frozen out of
+  collections (:func:`gc.freeze`) and a young collection waits for at least 100,000
+  allocations, more in a big model (:data:`GC_YOUNG_PER_PENDING`); the settings are
+  restored when the outermost :func:`quiet_gc` ends. Events and processes leave no cycles
+  behind (a finished :class:`Process` drops its kept ``_resume``), so memory does not
+  grow for it.
+- A plain wait (:meth:`Environment.sleep`) puts the process itself in the queue, under
+  the priority :data:`SLEEP` (SimPy's NORMAL as a float, which sorts the same): no event
+  object, and :class:`Process` keeps its attributes in slots. At 10,000 nodes the model's
+  live objects are larger than the caches and each object an event reaches costs a
+  cache miss, so fewer and smaller objects per event is what keeps the cost per event
+  near that of a small cluster.
 - ``run`` inlines :meth:`step` (one call and one ``try`` less per event); ``timeout``
   schedules its event without the calls of ``Timeout.__init__`` and ``schedule``; a
   :class:`Process` keeps one bound ``_resume`` instead of making a new one per wait.
@@ -74,34 +82,41 @@ Wait = Event | float
 
 #: The collector's thresholds while an event loop runs (see the module docstring).
 GC_THRESHOLDS = (100_000, 20, 100)
+#: A run's young collections wait for at least this many allocations per pending event.
+#: The pending events grow with the cluster, and so do the allocations per simulated
+#: second: with a fixed threshold a 10,000-node run collected ten times as often in
+#: simulated time as a 1,000-node one, so ten times as many of the young objects (a
+#: heartbeat's timers and conditions) were still alive at each collection and were
+#: traversed again in the middle generation (28 ms per such collection at 10,000 nodes,
+#: 1.0 s of the run). Proportional, every cluster size collects at the same simulated
+#: pace and the collector's cost per event stays the same.
+GC_YOUNG_PER_PENDING = 10
 
 
 _quiet_depth = 0
 
 
 @contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Fewer cyclic collections for the duration: :data:`GC_THRESHOLDS`, and the objects
-    alive now left out of them; the previous settings come back afterwards. Nested uses
-    keep the outermost's settings."""
+def quiet_gc(young: int = 0) -> Iterator[None]:
+    """Fewer cyclic collections for the duration: :data:`GC_THRESHOLDS` (a young
+    collection after ``young`` allocations if that is more), and the objects alive now
+    left out of them (:func:`gc.freeze`). A nested use freezes what is alive at its start
+    too (a model built since the outer one began) and may raise the young threshold; the
+    outermost's end restores the previous settings and unfreezes everything."""
     global _quiet_depth
-    if _quiet_depth:
-        _quiet_depth += 1
-        try:
-            yield
-        finally:
-            _quiet_depth -= 1
-        return
+    outer = _quiet_depth == 0
     before = gc.get_threshold()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    _quiet_depth = 1
+    first = max(young, GC_THRESHOLDS[0], 0 if outer else before[0])
+    gc.set_threshold(first, *GC_THRESHOLDS[1:])
+    _quiet_depth += 1
     try:
         yield
     finally:
-        _quiet_depth = 0
-        gc.set_threshold(*before)
-        gc.unfreeze()
+        _quiet_depth -= 1
+        if outer:
+            gc.set_threshold(*before)
+            gc.unfreeze()
 
 
 class FastTimeout(Timeout):
@@ -128,23 +143,37 @@ class FastTimeout(Timeout):
                 later.append((t, NORMAL, next(env._eid), self))
 
 
-class Wake:
-    """The queue entry of a process's plain wait (:meth:`Environment.sleep`): it stands
-    where SimPy would put a :class:`~simpy.events.Timeout` (same time, priority and id)
-    and resumes its process with ``None``, as a Timeout without a value would. One per
-    process, reused for each of its waits; ``proc`` is None once the wait was voided."""
+#: The priority of a process's plain wait (:meth:`Environment.sleep`) in the queue:
+#: SimPy's NORMAL as a float. It sorts exactly as NORMAL would (1.0 == 1, then the id
+#: decides), so the entry ``(time, SLEEP, id, process)`` stands where SimPy would put a
+#: :class:`~simpy.events.Timeout`; the loop tells it by identity from an event's entry
+#: and resumes the process itself. No object per wait, and none per process either: at
+#: 10,000 nodes every object an event touches is a likely cache miss.
+SLEEP = float(NORMAL)
 
-    __slots__ = ("proc",)
+
+class Wake:
+    """What a process's plain wait resumes it with: ``None``, as a Timeout without a
+    value would. One shared instance, :data:`WOKEN`; also the process's ``target``
+    while it sleeps."""
+
+    __slots__ = ()
     _ok = True
     _value = None
+    callbacks = None
 
-    def __init__(self, proc: Process | None) -> None:
-        self.proc = proc
+
+WOKEN = Wake()
 
 
 class Process(simpy.Process):
     """:class:`simpy.Process` that also waits on plain delays (:meth:`Environment.sleep`)
     and keeps one bound ``_resume`` for all its waits.
+
+    Its attributes are slots: SimPy's are in the instance dict, a second allocation
+    away from the object, one more cache miss per event in a big run. ``_sleep`` is the
+    id of the queue entry of its pending plain wait; an entry whose id is not it (the
+    wait was voided by an interrupt) resumes nothing.
 
     SimPy appends ``self._resume`` to the callbacks of every event the process waits
     for, which builds a new bound method each time; an interrupt removes it again with
@@ -154,24 +183,27 @@ class Process(simpy.Process):
     id and the order are those of ``yield env.timeout(d)``.
     """
 
+    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused", "_generator", "_resume_cb",
+                 "_target", "_sleep")
+
     def __init__(self, env: Environment, generator: Any) -> None:
         if not hasattr(generator, "throw"):
             raise ValueError(f"{generator} is not a generator.")
         self.env = env
         self.callbacks = []
+        self._value = PENDING  # a class attribute of simpy.Event, shadowed by the slot
         self._generator = generator
         self._resume_cb = self._resume
-        self._wake: Wake | None = Wake(self)
+        self._sleep: int | None = None
         self._target = Initialize(env, self)
 
     def interrupt(self, cause: Any = None) -> None:
         """:meth:`simpy.Process.interrupt`, also while the process sleeps: its pending
         wake is voided (it stays queued and is processed as a no-op, as an abandoned
         Timeout is) and SimPy's Interruption takes over."""
-        if self._target.__class__ is Wake and self._value is PENDING \
+        if self._target is WOKEN and self._value is PENDING \
                 and self is not self.env.active_process:
-            self._target.proc = None
-            self._wake = Wake(self)
+            self._sleep = None
             holder = Event(self.env)
             holder.callbacks = [self._resume_cb]
             self._target = holder
@@ -193,14 +225,14 @@ class Process(simpy.Process):
             except StopIteration as e:
                 event = None
                 # No cycle left behind for the garbage collector.
-                self._resume_cb = self._wake = None  # type: ignore[assignment]
+                self._resume_cb = None  # type: ignore[assignment]
                 self._ok = True
                 self._value = e.args[0] if len(e.args) else None
                 env.schedule(self)
                 break
             except BaseException as e:
                 event = None
-                self._resume_cb = self._wake = None  # type: ignore[assignment]
+                self._resume_cb = None  # type: ignore[assignment]
                 self._ok = False
                 e.__traceback__ = e.__traceback__.tb_next  # type: ignore[union-attr]
                 self._value = e
@@ -208,19 +240,19 @@ class Process(simpy.Process):
                 break
             cls = event.__class__
             if cls is float or cls is int:  # env.sleep(delay): schedule as a Timeout would
-                wake = self._wake
                 t = env._now + event
+                self._sleep = eid = next(env._eid)
                 if t < env._horizon:
-                    heappush(env._queue, (t, NORMAL, next(env._eid), wake))
+                    heappush(env._queue, (t, SLEEP, eid, self))
                 else:
                     k = int(t * PER_SECOND)
                     later = env._later.get(k)
                     if later is None:
-                        env._later[k] = [(t, NORMAL, next(env._eid), wake)]
+                        env._later[k] = [(t, SLEEP, eid, self)]
                         heappush(env._windows, k)
                     else:
-                        later.append((t, NORMAL, next(env._eid), wake))
-                event = wake
+                        later.append((t, SLEEP, eid, self))
+                event = WOKEN
                 break
             try:
                 callbacks = event.callbacks
@@ -306,10 +338,10 @@ class Environment(simpy.Environment):
         """:meth:`simpy.Environment.step` on the ladder queue."""
         if not self._queue and not self._advance():
             raise EmptySchedule()
-        self._now, _, _, event = heappop(self._queue)
-        if event.__class__ is Wake:
-            if event.proc is not None:
-                event.proc._resume(event)
+        self._now, priority, eid, event = heappop(self._queue)
+        if priority is SLEEP:
+            if event._sleep is eid:
+                event._resume(WOKEN)
             return
         callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
         try:
@@ -336,7 +368,7 @@ class Environment(simpy.Environment):
         stop._ok = True
         stop._value = None
         self.schedule(stop, URGENT, at - self._now)
-        with quiet_gc():
+        with quiet_gc(young=GC_YOUNG_PER_PENDING * self.pending()):
             return self._loop(stop)
 
     def _loop(self, stop: Event) -> None:
@@ -346,12 +378,11 @@ class Environment(simpy.Environment):
         while True:
             if not queue:
                 advance()  # never without events: the stop event is pending
-            now, _, _, event = heappop(queue)
+            now, priority, eid, event = heappop(queue)
             self._now = now
-            if event.__class__ is Wake:  # a sleeping process (no callbacks list to swap)
-                proc = event.proc
-                if proc is not None:
-                    proc._resume(event)
+            if priority is SLEEP:  # a sleeping process (no callbacks list to swap)
+                if event._sleep is eid:  # not voided by an interrupt
+                    event._resume(WOKEN)
                 continue
             if event is stop:
                 # As SimPy's StopSimulation path: the stop event goes back into the queue
@@ -368,5 +399,6 @@ class Environment(simpy.Environment):
                 raise exc
 
 
-__all__ = ["Environment", "EmptySchedule", "FastTimeout", "GC_THRESHOLDS", "PENDING", "Process",
-           "StopSimulation", "WINDOW", "Wait", "Wake", "events_processed", "quiet_gc"]
+__all__ = ["Environment", "EmptySchedule", "FastTimeout", "GC_THRESHOLDS", "GC_YOUNG_PER_PENDING",
+           "PENDING", "Process", "SLEEP", "StopSimulation", "WINDOW", "WOKEN", "Wait", "Wake",
+           "events_processed", "quiet_gc"]
