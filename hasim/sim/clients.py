@@ -68,7 +68,13 @@ class DirectDialer:
 
 
 class Client:
-    """One client process (kubelet, kube-proxy...) and its single connection."""
+    """One client process (kubelet, kube-proxy...) and its single connection.
+
+    Slotted, as are its subclasses: every heartbeat reads a handful of these attributes,
+    and in a 10,000-node run an instance dict is one more cache miss per event."""
+
+    __slots__ = ("env", "net", "rec", "apis", "host", "proc", "name", "dialer", "spec", "sess",
+                 "_log", "ping", "up")
 
     def __init__(
         self,
@@ -256,6 +262,9 @@ class Client:
 class Kubelet(Client):
     """The kubelet: node lease renewals and node status, over one connection."""
 
+    __slots__ = ("kspec", "state", "rng", "hb_timeout", "redial_on_failure", "boot",
+                 "lease_offset", "status_offset")
+
     def __init__(self, *args: Any, kubelet: KubeletSpec, state: ClusterState,
                  rng: np.random.Generator, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -325,6 +334,8 @@ class Kubelet(Client):
 
 class KubeProxy(Client):
     """kube-proxy: list, then watch, over its own connection; re-list after a failure."""
+
+    __slots__ = ("rng", "offset")
 
     LIST_TIMEOUT = 60.0
     #: client-go's dialer sets ``net.Dialer{KeepAlive: 30s}``; Go applies it as both

@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 import simpy
 
-from hasim.sim.kernel import GC_THRESHOLDS, WINDOW, Environment, events_processed
+from hasim.sim.kernel import (
+    GC_THRESHOLDS,
+    PER_SECOND,
+    WINDOW,
+    WINDOW_EVENTS,
+    Environment,
+    events_processed,
+)
 
 Trace = list[tuple[Any, ...]]
 
@@ -96,6 +103,54 @@ def test_same_events_same_order_as_simpy(seed: int) -> None:
     assert run(Environment, seed, sleep=False) == expected
     # env.sleep in place of every plain env.timeout: the same trace and the same count.
     assert run(Environment, seed, sleep=True) == expected
+
+
+def crowded(env: simpy.Environment, trace: Trace, seed: int, sleep: bool) -> None:
+    """Thousands of processes on short waits, many of them on equal times (multiples of
+    1/8 s), interrupted now and then: far more events per window than WINDOW_EVENTS."""
+    rnd = random.Random(seed)
+
+    def wait(d: float) -> Any:
+        return env.sleep(d) if sleep else env.timeout(d)  # type: ignore[attr-defined]
+
+    def worker(k: int) -> Generator[Any, Any, None]:
+        for _ in range(20):
+            d = rnd.choice([0.0, round(rnd.uniform(0, 2) * 8) / 8, rnd.uniform(0, 2)])
+            try:
+                yield wait(d)
+            except simpy.Interrupt:
+                trace.append(("interrupted", k, env.now))
+            trace.append((k, env.now))
+
+    procs = [env.process(worker(k)) for k in range(5000)]
+
+    def interrupter() -> Generator[Any, Any, None]:
+        while True:
+            yield wait(rnd.uniform(0, 0.5))
+            p = rnd.choice(procs)
+            if p.is_alive:
+                p.interrupt()
+
+    env.process(interrupter())
+
+
+def test_finer_windows_for_a_crowded_queue_keep_simpys_order() -> None:
+    def go(make: Callable[[], simpy.Environment], sleep: bool) -> tuple[Trace, int, Any]:
+        env = make()
+        trace: Trace = []
+        crowded(env, trace, 3, sleep)
+        env.run(until=3)
+        trace.append(("mid", env.now, events_processed(env)))
+        env.run(until=60)
+        return trace, events_processed(env), env
+
+    *expected, _ = go(simpy.Environment, sleep=False)
+    # 5,000 processes over some 20 s: several thousand events per quarter second.
+    assert expected[1] / 20 * WINDOW > 4 * WINDOW_EVENTS
+    for sleep in (False, True):
+        *got, env = go(Environment, sleep)
+        assert env._per_second > PER_SECOND  # the windows were made finer
+        assert got == expected
 
 
 def test_sleep_rejects_a_negative_delay_like_timeout() -> None:
