@@ -376,6 +376,7 @@ class Environment(simpy.Environment):
         """:meth:`simpy.Environment.step` on the ladder queue."""
         if not self._queue and not self._advance():
             raise EmptySchedule()
+        event: Any
         self._now, priority, eid, event = heappop(self._queue)
         if priority is SLEEP:
             if event._sleep is eid:

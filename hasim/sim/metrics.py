@@ -76,7 +76,8 @@ def _window_ends(faults: list[FaultRecord], duration: float) -> dict[int, float]
 
 #: Per client that had a failed request: all its requests (start, end, outcome) in the
 #: order recorded, and its failed ones alone (:func:`_per_client`).
-History = tuple[dict[str, list[tuple[float, float, str]]], dict[str, list[tuple[float, float, str]]]]
+Requests = dict[str, list[tuple[float, float, str]]]
+History = tuple[Requests, Requests]
 
 
 def failovers(rec: Recorder, clients: dict[str, tuple[str, str]], duration: float,
@@ -138,8 +139,8 @@ def _history(req: pd.DataFrame) -> History:
     outcome = req["outcome"].to_numpy()
     client = req["client"].to_numpy()
     bad = outcome != "ok"
-    failed: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    per_client: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    failed: Requests = defaultdict(list)
+    per_client: Requests = defaultdict(list)
     if not bad.any():
         return per_client, failed
     start = req["start"].to_numpy()
