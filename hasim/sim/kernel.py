@@ -382,7 +382,7 @@ class Environment(simpy.Environment):
             if event._sleep is eid:
                 event._resume(WOKEN)
             return
-        callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+        callbacks, event.callbacks = event.callbacks, None
         try:
             for callback in callbacks:
                 callback(event)
