@@ -193,7 +193,11 @@ class EtcdCluster:
 
 
 class EtcdProxy:
-    """The etcd v2 proxy on one host (2016, ``etcd_multiaccess: false``)."""
+    """The etcd v2 proxy on one host (2016, ``etcd_multiaccess: false``). Slotted, as
+    :class:`hasim.sim.clients.Client` is: flannel goes through it every ``period``."""
+
+    __slots__ = ("env", "net", "etcd", "backends", "died_at", "failed_until", "host",
+                 "next_refresh", "order", "proc", "rng")
 
     def __init__(self, env: Environment, net: Network, host: str, backends: list[Proc],
                  etcd: EtcdCluster, rng: np.random.Generator) -> None:
@@ -268,6 +272,9 @@ class Flannel:
     Its config writer takes ONE ``--etcd-server`` (the first of the list), so with
     ``etcd_multiaccess`` it has no failover; through the local proxy it has the proxy's.
     """
+
+    __slots__ = ("env", "net", "rec", "etcd", "host", "member", "name", "offset", "proc",
+                 "proxy", "up")
 
     PERIOD = 10.0
     TIMEOUT = 10.0

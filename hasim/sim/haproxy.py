@@ -89,7 +89,12 @@ class Server:
 
 
 class HAProxy:
-    """One HAProxy instance (the local LB on a node, or an external LB host)."""
+    """One HAProxy instance (the local LB on a node, or an external LB host).
+
+    Slotted: its checkers read it on every check (see :class:`hasim.sim.clients.Client`)."""
+
+    __slots__ = ("env", "net", "rec", "api_health", "connect_timeout", "generation", "host", "name",
+                 "proc", "rng", "rr_next", "servers", "spec", "up")
 
     def __init__(
         self,
