@@ -155,7 +155,12 @@ def _child(nodes: int, kind: str, sample: int) -> dict[str, float]:
         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})",
         "from run import hasim_run",
         f"info = hasim_run({nodes}, {kind!r}, {sample})",
-        "info['rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024",
+        # VmHWM, the peak of this process's own memory: ru_maxrss would carry over the
+        # parent's size (it survives fork and exec), and the parent may have run the
+        # throughput benchmark.
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]",
+        "info['rss_mib'] = (int(hwm[0].split()[1]) if hwm else "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024",
         "print(json.dumps(info))",
     ])
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,

@@ -13,6 +13,13 @@ For each run, from its tables:
 - ``availability_mean``: the mean over clients of the fraction of time they could reach
   an apiserver.
 
+A run with sampled clients (``sampling.nodes``, :mod:`hasim.sim.sampling`) has a
+``weight`` column in those tables: the nodes a row stands for. Its figures are then those
+of the full cluster, estimated: counts and sums weighted, means weighted, the median and
+p95 the weighted sample's (the inverted CDF: the smallest latency whose weighted share
+reaches the quantile, what the plain sample would give with each row repeated ``weight``
+times), the max the sample's.
+
 Then, per scenario (HA mode) and sweep point, the mean of each figure over the
 replications with a 95 % Student t interval: mean +- t(0.975, n-1) s / sqrt(n), s the
 sample standard deviation of the per-replication values. With one replication the
@@ -69,19 +76,22 @@ def per_run(results: Results) -> pd.DataFrame:
         rid = run["run_id"]
         row = {"run_id": rid, **_failover_figures(fo.get(rid))}
         nsr = ns.get(rid)
-        row["not_ready_node_s"] = float(nsr["duration_s"].sum()) if nsr is not None else 0.0
+        row["not_ready_node_s"] = (float((nsr["duration_s"] * _weights(nsr)).sum())
+                                   if nsr is not None else 0.0)
         apis = run.get("apiservers")
         apis = int(apis) if apis is not None and not _nan(apis) and apis > 0 else 1
         hcr = hc.get(rid)
         if hcr is not None and len(hcr):
-            checks = hcr.loc[hcr["kind"].isin(CHECK_KINDS), "rate_per_s"].sum()
-            conns = hcr.loc[hcr["kind"] == "connection", "rate_per_s"].sum()
+            rate = hcr["rate_per_s"] * _weights(hcr)
+            checks = rate[hcr["kind"].isin(CHECK_KINDS)].sum()
+            conns = rate[hcr["kind"] == "connection"].sum()
         else:
             checks = conns = 0.0
         row["checks_per_apiserver_s"] = float(checks) / apis
         row["connections_per_apiserver_s"] = float(conns) / apis
         avr = av.get(rid)
-        row["availability_mean"] = float(avr["fraction"].mean()) if avr is not None else math.nan
+        row["availability_mean"] = (float(np.average(avr["fraction"], weights=_weights(avr)))
+                                    if avr is not None and len(avr) else math.nan)
         rows.append(row)
     figures = pd.DataFrame(rows, columns=["run_id", *METRICS])
     return ok.merge(figures, on="run_id", how="left", suffixes=("_summary", ""))
@@ -91,19 +101,36 @@ def _nan(v: object) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
+def _weights(df: pd.DataFrame) -> pd.Series:
+    """The nodes each row stands for: its ``weight`` (sampled clients), else 1."""
+    if "weight" in df.columns:
+        return df["weight"].astype(float).fillna(1.0)
+    return pd.Series(1.0, index=df.index)
+
+
 def _failover_figures(df: pd.DataFrame | None) -> dict[str, float]:
-    lat = (df["latency_s"].to_numpy(dtype=float) if df is not None and len(df)
-           else np.array([]))
-    cut = lat[lat > 0]
-    finite = cut[np.isfinite(cut)]
-    out = {"clients_cut_off": float(len(cut)), "never_recovered": float(np.isinf(cut).sum())}
-    if len(cut) == 0:
+    has = df is not None and len(df)
+    lat = df["latency_s"].to_numpy(dtype=float) if has else np.array([])
+    weighted = bool(has and "weight" in df.columns)  # type: ignore[union-attr]
+    w = _weights(df).to_numpy() if has else np.array([])  # type: ignore[arg-type]
+    cut = lat > 0
+    finite = cut & np.isfinite(lat)
+    out = {"clients_cut_off": float(w[cut].sum()),
+           "never_recovered": float(w[cut & np.isinf(lat)].sum())}
+    if not cut.any():
         stats = dict.fromkeys(("mean", "median", "p95", "max"), 0.0)
-    elif len(finite) == 0:
+    elif not finite.any():
         stats = dict.fromkeys(("mean", "median", "p95", "max"), math.nan)
+    elif weighted:
+        x, wx = lat[finite], w[finite]
+        stats = {"mean": float(np.average(x, weights=wx)),
+                 "median": float(np.percentile(x, 50, weights=wx, method="inverted_cdf")),
+                 "p95": float(np.percentile(x, 95, weights=wx, method="inverted_cdf")),
+                 "max": float(x.max())}
     else:
-        stats = {"mean": float(finite.mean()), "median": float(np.median(finite)),
-                 "p95": float(np.percentile(finite, 95)), "max": float(finite.max())}
+        x = lat[finite]
+        stats = {"mean": float(x.mean()), "median": float(np.median(x)),
+                 "p95": float(np.percentile(x, 95)), "max": float(x.max())}
     out.update({f"failover_{k}_s": v for k, v in stats.items()})
     return out
 

@@ -108,3 +108,40 @@ def test_write_summary_and_its_text(result_dir: Path) -> None:
     text = format_summary(df)
     assert "mode" in text and "errors" in text
     assert "4.5 ±19.1" in text  # failover mean: (3 + 6) / 2 ± 12.706 x 1.5
+
+
+def test_a_sampled_run_counts_each_row_for_the_nodes_it_stands_for(tmp_path: Path) -> None:
+    """A ``weight`` column (sampled clients): the figures of the full cluster, as if each
+    row were repeated ``weight`` times. By hand: latencies 2, 4, 8 s standing for 1, 3
+    and 1 clients, one never-recovered client standing for 2: the sample 2, 4, 4, 4, 8
+    (mean 4.4; inverted CDF: median 4, p95 8), 5 + 2 cut off, 2 never back."""
+    store = ResultStore(tmp_path)
+    inf = math.inf
+    row: dict[str, object] = {
+        "run_id": "s0", "scenario": "sampled", "path": None, "point": "base",
+        "replication": 0, "seed": 0, "status": "ok", "error": None, "wall_s": 0.1,
+        "apiservers": 2,
+    }
+    fo = pd.DataFrame({"client": ["c0", "c1", "c2", "c3", "m1"],
+                       "latency_s": [2.0, 4.0, 8.0, inf, 0.0],
+                       "weight": [1.0, 3.0, 1.0, 2.0, 1.0]})
+    # NotReady: 10 s for a node standing for 4, 30 s for one standing for itself.
+    ns = pd.DataFrame({"host": ["n0", "m1"], "duration_s": [10.0, 30.0], "weight": [4.0, 1.0]})
+    # Active checks are exact (weight 1); nginx re-probes and connections of a sampled
+    # node stand for its class: (0.5 + 0.1 x 10) / 2 apiservers, 0.2 x 10 / 2.
+    hc = pd.DataFrame({"source": ["n0/lb", "n1/lb", "n1/lb"],
+                       "target": ["m1/apiserver"] * 3,
+                       "kind": ["active", "passive", "connection"], "count": [1, 1, 1],
+                       "rate_per_s": [0.5, 0.1, 0.2], "weight": [1.0, 10.0, 10.0]})
+    # Availability 0.5 for a client standing for 3, 1.0 for one standing for 1: 0.625.
+    av = pd.DataFrame({"client": ["c0", "m1"], "fraction": [0.5, 1.0], "weight": [3.0, 1.0]})
+    store.write_run("s0", row, {"failovers": fo, "node_status": ns, "health_checks": hc,
+                                "availability": av}, {})
+    store.write_index([row])
+    s = summarize(tmp_path).iloc[0]
+    expected = {"failover_mean_s": 4.4, "failover_median_s": 4.0, "failover_p95_s": 8.0,
+                "failover_max_s": 8.0, "clients_cut_off": 7.0, "never_recovered": 2.0,
+                "not_ready_node_s": 70.0, "checks_per_apiserver_s": 0.75,
+                "connections_per_apiserver_s": 1.0, "availability_mean": 0.625}
+    for metric, value in expected.items():
+        assert s[metric] == pytest.approx(value), metric

@@ -165,8 +165,12 @@ class HAProxy:
         rtt = net.rtt
         limit = s.timeout_check or max(s.inter - rtt, rtt)
         httpchk = s.check_type == "httpchk"
-        # What a SYN to the server meets, re-read only when the network has changed.
+        # What a SYN to the server meets, and whether its host still answers when the
+        # reply is due: re-read only when the network has changed (every change of what a
+        # packet meets bumps Network.version), not two lookups in per-host tables on
+        # every check of a 10,000-node cluster.
         seen, answer = -1, OK
+        seen_reach, reach = -1, True
         while gen == self.generation and self.up:
             checks[key] += 1
             if seen != net.version:
@@ -189,7 +193,9 @@ class HAProxy:
                     passed, why = False, "Layer7 timeout"
                 else:
                     yield env.sleep(reply)
-                    if not net.reachable(host, proc[0]):
+                    if seen_reach != net.version:
+                        seen_reach, reach = net.version, net.reachable(host, proc[0])
+                    if not reach:
                         # The host vanished (power-off, partition) while the check was in
                         # flight: no reply and no RST will ever come, so the check ends when
                         # its task expires (check.c/tcpcheck.c: `timeout check` after the
