@@ -109,10 +109,11 @@ def _weights(df: pd.DataFrame) -> pd.Series:
 
 
 def _failover_figures(df: pd.DataFrame | None) -> dict[str, float]:
-    has = df is not None and len(df)
-    lat = df["latency_s"].to_numpy(dtype=float) if has else np.array([])
-    weighted = bool(has and "weight" in df.columns)  # type: ignore[union-attr]
-    w = _weights(df).to_numpy() if has else np.array([])  # type: ignore[arg-type]
+    if df is None:
+        df = pd.DataFrame({"latency_s": []})
+    lat = df["latency_s"].to_numpy(dtype=float)
+    weighted = "weight" in df.columns
+    w = _weights(df).to_numpy(dtype=float)
     cut = lat > 0
     finite = cut & np.isfinite(lat)
     out = {"clients_cut_off": float(w[cut].sum()),
