@@ -145,13 +145,13 @@ def _history(req: pd.DataFrame) -> History:
         return per_client, failed
     start = req["start"].to_numpy()
     end = req["end"].to_numpy()
-    for c, s, e, o in zip(client[bad].tolist(), start[bad].tolist(), end[bad].tolist(),
-                          outcome[bad].tolist(), strict=True):
-        failed[c].append((s, e, o))
-    mine = req["client"].isin(list(failed)).to_numpy()
+    mine = req["client"].isin(pd.unique(client[bad])).to_numpy()
     for c, s, e, o in zip(client[mine].tolist(), start[mine].tolist(), end[mine].tolist(),
                           outcome[mine].tolist(), strict=True):
-        per_client[c].append((s, e, o))
+        row = (s, e, o)
+        per_client[c].append(row)
+        if o != "ok":
+            failed[c].append(row)
     return per_client, failed
 
 
