@@ -179,10 +179,12 @@ def scale(kind: str, big: int, sample: int, repeat: int) -> None:
     for _ in range(repeat):
         bigs.append(_child(big, kind, 0))
         smalls.append(_child(big // 10, kind, 0))
-    ratios = [b["wall_s"] / ((smalls[i]["wall_s"] + smalls[i + 1]["wall_s"]) / 2)
-              for i, b in enumerate(bigs)]
-    loop_ratios = [b["run_s"] / ((smalls[i]["run_s"] + smalls[i + 1]["run_s"]) / 2)
-                   for i, b in enumerate(bigs)]
+
+    def bracketed(key: str) -> list[float]:
+        return [b[key] / ((smalls[i][key] + smalls[i + 1][key]) / 2)
+                for i, b in enumerate(bigs)]
+
+    ratios, loop_ratios = bracketed("wall_s"), bracketed("run_s")
     for label, runs in ((f"{big // 10:>6,} nodes", smalls), (f"{big:>6,} nodes", bigs)):
         walls = [r["wall_s"] for r in runs]
         loops = [r["run_s"] for r in runs]
