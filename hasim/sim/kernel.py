@@ -283,9 +283,9 @@ class Environment(simpy.Environment):
         super().__init__(initial_time)
         #: Windows per simulated second (made finer by :meth:`_refine`).
         self._per_second = PER_SECOND
-        self._window = int(initial_time * PER_SECOND)
+        self._window = int(initial_time * self._per_second)
         #: Where the current window ends: an event before it goes into the heap.
-        self._horizon = (self._window + 1) / PER_SECOND
+        self._horizon = (self._window + 1) / self._per_second
         self._later: dict[int, list[Any]] = {}
         self._windows: list[int] = []
 
