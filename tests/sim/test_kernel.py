@@ -25,6 +25,7 @@ from hasim.sim.kernel import (
     WINDOW_EVENTS,
     Environment,
     events_processed,
+    quiet_gc,
 )
 
 Trace = list[tuple[Any, ...]]
@@ -174,18 +175,46 @@ def test_a_failed_event_nobody_defused_crashes_the_run() -> None:
 
 
 def test_garbage_collector_settings_come_back() -> None:
+    """No automatic collection while the loop runs; alone, ``run`` leaves the collector
+    as it found it and freezes nothing."""
     before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
     env = Environment()
-    seen: list[tuple[int, int, int]] = []
+    seen: list[bool] = []
 
     def probe() -> Generator[Any, Any, None]:
         yield env.sleep(1.0)
-        seen.append(gc.get_threshold())
+        seen.append(gc.isenabled())
 
     env.process(probe())
     env.run(until=2)
-    assert seen == [GC_THRESHOLDS]
+    assert seen == [False]
+    assert gc.isenabled()
     assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == frozen
+
+
+def test_inside_quiet_gc_what_the_loop_made_is_frozen_then_let_go() -> None:
+    """Inside ``quiet_gc`` (as ``simulate`` runs it) the loop's objects are frozen at its
+    end, so the next young collection skips them; the outermost end unfreezes all."""
+    env = Environment()
+    kept: list[list[int]] = []
+
+    def maker() -> Generator[Any, Any, None]:
+        for k in range(1000):
+            kept.append([k])  # lists are tracked by the collector
+            yield env.sleep(1.0)
+
+    env.process(maker())
+    with quiet_gc():
+        assert gc.get_threshold() == GC_THRESHOLDS
+        env.run(until=2000)
+        assert gc.isenabled()
+        collected = {id(o) for g in range(3) for o in gc.get_objects(generation=g)}
+        assert all(gc.is_tracked(o) and id(o) not in collected for o in kept)
+    assert gc.get_freeze_count() == 0
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert all(id(o) in oldest for o in kept)
 
 
 @pytest.mark.parametrize("until", ["exhaust", "event"])
