@@ -48,6 +48,10 @@ class EtcdCluster:
         self.leader: Proc | None = self.members[0] if hosts else None
         self.term = 1
         self.electing = False
+        #: Bumped on every change of ``leader`` or ``electing`` (what ``committed`` reads
+        #: besides the network), so that a caller may keep an answer while it and
+        #: ``Network.version`` stay put.
+        self.version = 0
         #: (time, member, term, lost_at, last_heartbeat_at, election_s)
         self.elections: list[tuple[float, str, int, float, float, float]] = []
         self._change = env.event()
@@ -90,6 +94,7 @@ class EtcdCluster:
 
     # -- raft ---------------------------------------------------------------------------------
     def _leader_changed(self) -> None:
+        self.version += 1
         for fn in self.on_leader_change:
             fn()
 
@@ -197,7 +202,7 @@ class EtcdProxy:
     :class:`hasim.sim.clients.Client` is: flannel goes through it every ``period``."""
 
     __slots__ = ("env", "net", "etcd", "backends", "died_at", "failed_until", "host",
-                 "next_refresh", "order", "proc", "rng")
+                 "next_refresh", "perm", "proc", "rng", "_fast")
 
     def __init__(self, env: Environment, net: Network, host: str, backends: list[Proc],
                  etcd: EtcdCluster, rng: np.random.Generator) -> None:
@@ -205,13 +210,25 @@ class EtcdProxy:
         self.host = host
         self.proc: Proc = (host, "etcd-proxy")
         self.backends = list(backends)
-        self.order = list(backends)
+        #: The order the endpoints are tried in, as positions in ``backends``: shuffling
+        #: these small ints draws the same permutation from ``rng`` as shuffling the
+        #: endpoints themselves would, without touching the endpoint tuples.
+        self.perm = list(range(len(self.backends)))
         self.failed_until: dict[Proc, float] = {}
         self.rng = rng
         self.next_refresh = REFRESH_INTERVAL * float(rng.random())
         self.died_at: float | None = None
+        #: (client host, Network.version, EtcdCluster.version) at which a request from
+        #: that host was last answered by the first endpoint of the order with nothing
+        #: marked failed: while all still hold, the next one is answered the same way.
+        self._fast: tuple[str, int, int] | None = None
         net.add_process(self.proc)
         net.watch(self.proc, self._on_state)
+
+    @property
+    def order(self) -> list[Proc]:
+        """The endpoints in the order they are tried."""
+        return [self.backends[i] for i in self.perm]
 
     def _on_state(self, up: bool) -> None:
         """systemd (``Restart=always``, ``RestartSec=15s``) starts the unit again 15 s after
@@ -239,27 +256,42 @@ class EtcdProxy:
         now = self.env.now
         while now >= self.next_refresh:
             self.next_refresh += REFRESH_INTERVAL
-            self.rng.shuffle(self.order)
+            self.rng.shuffle(self.perm)
             self.failed_until.clear()
+        self._fast = None
 
     def request(self, client_host: str) -> Generator[Wait, Any, str]:
         """One client request through the proxy: ``ok``, ``refused`` (proxy down) or
         ``error`` (502/503: no endpoint answered)."""
         env, net = self.env, self.net
+        now = env.now
+        fast = self._fast
+        if (fast is not None and now < self.next_refresh and not self.failed_until
+                and fast[0] is client_host and fast[1] == net.version
+                and fast[2] == self.etcd.version):
+            # Nothing a packet meets and no leader changed since a request from this host
+            # was answered by the first endpoint, and none is marked failed: the lookups
+            # below would give the same answer.
+            yield env.sleep(2 * net.rtt)
+            return OK
         if net.connect(client_host, self.proc) != OK:
             yield env.sleep(0.0)
             return REFUSED
-        now = env.now
         if now >= self.next_refresh:
             self._refresh()
         failed_until = self.failed_until
+        first = not failed_until
         for m in self.order:
             if failed_until and failed_until.get(m, -1.0) > now:
                 continue
             outcome = net.connect(self.host, m)
             if outcome == OK and self.etcd.committed(m):
+                if first:
+                    self._fast = (client_host, net.version, self.etcd.version)
                 yield env.sleep(2 * net.rtt)
                 return OK
+            first = False
+            self._fast = None
             yield env.sleep(net.rtt if outcome in (OK, REFUSED) else DIAL_TIMEOUT)
             self.failed_until[m] = env.now + FAILURE_WAIT
             now = env.now

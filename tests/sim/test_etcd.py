@@ -9,6 +9,7 @@ separate hosts ``etcd1..``), each run losing the etcd leader once.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -281,3 +282,46 @@ def test_multiaccess_apiservers_keep_serving_when_first_member_dies():
                     & (leases["start"] < DOWN_AT + DOWN_FOR)]
     assert len(during) >= 8
     assert set(during["outcome"]) == {"ok"}
+
+
+def test_etcd_proxy_answer_cache_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy answers a request as the last one while neither the network nor the
+    etcd leader has changed (``EtcdProxy._fast``). Every flannel request, through every
+    kind of fault the proxy meets (its first endpoint crashing, etcd losing its leader
+    and electing, an etcd member partitioned off, a member's host powered off, the
+    proxy itself crashing), must come out exactly as it does with the cache emptied
+    before every request: same outcome, same start and end, same random draws."""
+    from hasim.sim.etcd import EtcdProxy
+
+    sc = scenario_from_dict({
+        "name": "etcd-proxy-cache",
+        "cluster": {"generate": {"masters": 3, "etcd": 3, "nodes": 4}},
+        "faults": [
+            {"kind": "crash", "at": "20s", "target": "etcd[0]/etcd", "duration": "30s"},
+            {"kind": "partition", "at": "70s", "target": "etcd[1]", "peers": "all",
+             "duration": "25s"},
+            {"kind": "poweroff", "at": "110s", "target": "etcd[2]", "duration": "40s"},
+            {"kind": "crash", "at": "160s", "target": "node1/etcd-proxy"},
+        ],
+        "duration": "240s",
+    })
+
+    def flannel(res: Any) -> pd.DataFrame:
+        req = res.requests
+        return req[req["kind"] == "etcd"].reset_index(drop=True)
+
+    for seed in range(3):
+        cached = flannel(hasim.simulate(sc, seed=seed))
+        request = EtcdProxy.request
+
+        def uncached(self: EtcdProxy, client_host: str):  # type: ignore[no-untyped-def]
+            self._fast = None
+            return request(self, client_host)
+
+        with monkeypatch.context() as m:
+            m.setattr(EtcdProxy, "request", uncached)
+            reference = flannel(hasim.simulate(sc, seed=seed))
+        # the faults reach flannel: failures, and more than one kind of them
+        assert (reference["outcome"] != "ok").sum() > 0
+        assert reference["outcome"].nunique() >= 2
+        pd.testing.assert_frame_equal(cached, reference)
