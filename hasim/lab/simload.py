@@ -19,7 +19,6 @@ client left is closed at once.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,26 +36,56 @@ from hasim.sim.haproxy import HAProxy
 from hasim.sim.kernel import Environment
 from hasim.sim.network import OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.nginx import NginxProxy
-from hasim.sim.records import FaultRecord, Recorder
+from hasim.sim.records import FaultRecord, Recorder, Tally
 from hasim.topology import build_topology
 
 TIMEOUT = "timeout"
 
 
-class TimedChecks(Counter[tuple[str, str, str]]):
-    """``Recorder.checks`` that also keeps the time of every active health check, so the
-    check rate is measured from check times as at the stubs, not as count/duration."""
+class TimedTally(Tally):
+    """An active check's :class:`~hasim.sim.records.Tally` that also keeps the time of
+    every check it counts, so the check rate is measured from check times as at the
+    stubs, not as count/duration."""
+
+    __slots__ = ("env", "times")
+
+    def __init__(self, key: tuple[str, str, str], env: simpy.Environment,
+                 times: list[float]) -> None:
+        self.key = key
+        _TALLY_N.__set__(self, 0)  # not through the property: no check yet
+        self.env = env
+        self.times = times
+
+    @property
+    def n(self) -> int:
+        return _TALLY_N.__get__(self, Tally)
+
+    @n.setter
+    def n(self, value: int) -> None:
+        if value > _TALLY_N.__get__(self, Tally):
+            self.times.append(self.env.now)
+        _TALLY_N.__set__(self, value)
+
+
+#: Tally's own slot for ``n``, which TimedTally's property stands in front of.
+_TALLY_N: Any = Tally.__dict__["n"]
+
+
+class TimedRecorder(Recorder):
+    """A :class:`~hasim.sim.records.Recorder` whose active health checks keep their
+    times: ``check_times`` maps each checked host to the times it was checked at."""
 
     def __init__(self, env: simpy.Environment) -> None:
         super().__init__()
         self.env = env
-        self.times: dict[str, list[float]] = {}
+        self.check_times: dict[str, list[float]] = {}
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if isinstance(key, tuple) and len(key) == 3 and key[2] == "active" and \
-                value > self.get(key, 0):
-            self.times.setdefault(key[1].split("/", 1)[0], []).append(self.env.now)
-        super().__setitem__(key, value)
+    def tally(self, key: tuple[str, str, str]) -> Tally:
+        if key[2] != "active":
+            return super().tally(key)
+        t = TimedTally(key, self.env, self.check_times.setdefault(key[1].split("/", 1)[0], []))
+        self.tallies.append(t)
+        return t
 
 
 @dataclass
@@ -248,9 +277,7 @@ def simulate_lab(scenario: Scenario, host: str, load: LoadSpec, seed: int, t_sta
     node = balancer_node(g, host)
     d = g.nodes[node]
     env = Environment()
-    rec = Recorder()
-    checks = TimedChecks(env)
-    rec.checks = checks
+    rec = TimedRecorder(env)
     net = Network(env, spec.network.rtt, rec, spec.network.tcp_syn_retries,
                   spec.network.tcp_syn_linear_timeouts)
     apis = Apiservers(net, spec.apiserver.service_time)
@@ -276,5 +303,5 @@ def simulate_lab(scenario: Scenario, host: str, load: LoadSpec, seed: int, t_sta
     clients.start()
     FaultInjector(env, net, rec, scenario, rng["faults"]).start()
     env.run(until=duration)
-    return SimTrial(list(rec.requests), list(rec.states), list(rec.faults), checks.times,
+    return SimTrial(list(rec.requests), list(rec.states), list(rec.faults), rec.check_times,
                     clients.clients, duration)

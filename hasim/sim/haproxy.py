@@ -158,9 +158,8 @@ class HAProxy:
         yield env.sleep(first)
         connect_limit = min(s.inter, s.timeout_connect) if (s.timeout_check and s.timeout_connect) \
             else s.inter
-        key = (self.name, f"{srv.proc[0]}/{srv.proc[1]}", "active")
         # Loop invariants, bound once: a local HAProxy checks every 15 s for the whole run.
-        checks = self.rec.checks
+        checks = self.rec.tally((self.name, f"{srv.proc[0]}/{srv.proc[1]}", "active"))
         host, proc, counter = self.host, srv.proc, srv.counter
         rtt = net.rtt
         limit = s.timeout_check or max(s.inter - rtt, rtt)
@@ -172,7 +171,7 @@ class HAProxy:
         seen, answer = -1, OK
         seen_reach, reach = -1, True
         while gen == self.generation and self.up:
-            checks[key] += 1
+            checks.n += 1
             if seen != net.version:
                 seen, answer = net.version, net.connect(host, proc)
             outcome = answer

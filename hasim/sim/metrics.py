@@ -194,7 +194,7 @@ def detections(rec: Recorder) -> pd.DataFrame:
 
 def health_checks(rec: Recorder, duration: float) -> pd.DataFrame:
     """Checks and connections per (source, target, kind), with their rate over the run."""
-    rows = [(s, t, k, n, n / duration) for (s, t, k), n in sorted(rec.checks.items())]
+    rows = [(s, t, k, n, n / duration) for (s, t, k), n in sorted(rec.check_counts().items())]
     return _typed(rows, {"source": "object", "target": "object", "kind": "object",
                          "count": "int64", "rate_per_s": "float64"})
 

@@ -25,6 +25,22 @@ class FaultRecord:
     pairs: frozenset[frozenset[str]] = frozenset()
 
 
+class Tally:
+    """One count of :attr:`Recorder.checks` that a hot loop bumps as an attribute
+    (``tally.n += 1``), made by :meth:`Recorder.tally`.
+
+    An HAProxy checker counts every check it sends; ``checks[key] += 1`` hashed a
+    (source, target, kind) tuple of two strings of its own on each one, and at 10,000
+    nodes the tuple, both strings, the table's slot and the count were five cache misses
+    in a 30,000-key dict, per check."""
+
+    __slots__ = ("key", "n")
+
+    def __init__(self, key: tuple[str, str, str]) -> None:
+        self.key = key
+        self.n = 0
+
+
 REQUEST_COLUMNS = ("client", "host", "start", "end", "outcome", "backend", "kind")
 STATE_COLUMNS = ("time", "component", "host", "subject", "from", "to", "cause")
 
@@ -38,12 +54,30 @@ class Recorder:
     #: (source, target, kind) -> count; kinds: active, passive, connection.
     checks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     faults: list[FaultRecord] = field(default_factory=list)
+    #: Counts kept apart from ``checks`` (:meth:`tally`); :meth:`check_counts` adds them.
+    tallies: list[Tally] = field(default_factory=list)
 
     def request(
         self, client: str, host: str, start: float, end: float, outcome: str, backend: str,
         kind: str
     ) -> None:
         self.requests.append((client, host, start, end, outcome, backend, kind))
+
+    def tally(self, key: tuple[str, str, str]) -> Tally:
+        """A new count of ``key`` for a hot loop to bump; it counts in
+        :meth:`check_counts` (several tallies of one key add up)."""
+        t = Tally(key)
+        self.tallies.append(t)
+        return t
+
+    def check_counts(self) -> Counter[tuple[str, str, str]]:
+        """(source, target, kind) -> count: ``checks`` and the tallies, a key only once
+        it has counted something (as a Counter bumped in place would have it)."""
+        counts = Counter(self.checks)
+        for t in self.tallies:
+            if t.n:
+                counts[t.key] += t.n
+        return counts
 
     def state(
         self, time: float, component: str, host: str, subject: str, old: str, new: str, cause: str
