@@ -50,6 +50,28 @@ def test_the_event_loop_leaves_no_cycles(path: Path, monkeypatch: pytest.MonkeyP
     assert found and found == [0] * len(found), f"{path.name}: cyclic garbage {found}"
 
 
+def test_a_long_structural_run_leaves_no_cycles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The structural path (faults only, for years) runs the same loop, as long as any."""
+    from hasim.scenario import scenario_from_dict
+
+    found = _garbage_of_loops(monkeypatch)
+    result = simulate(scenario_from_dict({
+        "name": "structural-no-cycles",
+        "cluster": {"generate": {"masters": 3, "etcd": 3, "nodes": 2},
+                    "vars": {"loadbalancer_apiserver_localhost": True}},
+        "balancers": {"local": {"kind": "nginx"}},
+        "fidelity": "structural",
+        "duration": f"{2 * 365 * 24}h",
+        "faults": [{"kind": "random", "targets": "kube-master", "mtbf": "500h",
+                    "mttr": "8h", "fault": "crash"},
+                   {"kind": "random", "targets": "etcd", "mtbf": "700h", "mttr": "24h",
+                    "fault": "poweroff"}],
+    }), seed=0)
+    # 3 masters x 17,520 h / (500 + 8) h + 3 etcd x 17,520 h / (700 + 24) h: some 175 faults
+    assert result.summary["faults"] > 50
+    assert found == [0]
+
+
 def test_a_cycle_per_event_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check itself: a run whose every kubelet heartbeat leaves a cycle fails it."""
     from hasim.sim import clients
