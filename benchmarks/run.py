@@ -18,7 +18,10 @@ its range, and the load average is printed beside it.
 - scale: the same scenario with 1,000 and 10,000 nodes, each in a child process pinned
   to one core: wall time, peak RSS (goal: under 4 GiB) and the wall-time ratio (goal: at
   most 11), each 10,000-node run against the mean of the 1,000-node runs just before and
-  after it; the median of ``--repeat`` such ratios, with their range.
+  after it (three on each side); the median of ``--repeat`` such ratios, with their
+  range. For context, the same bracketed comparison of hasim's kernel alone
+  (:func:`bare_kernel`) at the two runs' numbers of pending processes: what ten times as
+  many processes cost per event when no model object is touched.
 - sampling: a 10,000-node local-HAProxy run with sampled clients (``sampling.nodes``)
   against the same run in full, from the scale runs.
 - batch: ``benchmarks/batch.py``, serial vs process vs Dask executors.
@@ -48,6 +51,8 @@ from hasim.sim.kernel import Environment, events_processed  # noqa: E402
 
 #: 10 simulated minutes; the first master crashes at 120 s (the throughput scenario).
 MINUTES = 10.0
+#: Scale benchmark: small runs between two big ones.
+SMALL_RUNS = 3
 
 
 def bare_simpy(events: int = 300_000, procs: int = 2_000, env_class: type = simpy.Environment,
@@ -104,6 +109,29 @@ def hasim_run(nodes: int, kind: str, sample: int = 0) -> dict[str, float]:
             "wall_s": wall, "pending": float(result.timing.get("pending", 0))}
 
 
+def bare_kernel(procs: int, seconds: float = 120.0, period: float = 10.0) -> dict[str, float]:
+    """Events per second of hasim's kernel alone with ``procs`` processes that do what a
+    heartbeat does in time, and nothing else: wait a random phase, then a millisecond
+    (the request) and ``period`` (x 1 + 0.04 U, the jitter) in turn. The scale
+    benchmark runs it at the small and the big run's pending processes: how much more an
+    event costs among ten times as many processes when no model object is touched."""
+    env = Environment()
+    rnd = random.Random(1)
+    sleep = env.sleep
+
+    def loop():  # type: ignore[no-untyped-def]
+        yield sleep(rnd.uniform(0.0, period))
+        while True:
+            yield sleep(0.001)
+            yield sleep(period * (1 + 0.04 * rnd.random()))
+
+    for _ in range(procs):
+        env.process(loop())
+    t0 = time.perf_counter()
+    env.run(until=seconds)
+    return {"rate": events_processed(env) / (time.perf_counter() - t0)}
+
+
 def _load() -> str:
     return f"load average {os.getloadavg()[0]:.2f}"
 
@@ -147,14 +175,15 @@ def throughput(nodes: int, repeat: int) -> None:
     print(f"  {_load()}")
 
 
-def _child(nodes: int, kind: str, sample: int) -> dict[str, float]:
-    """Run one scenario in a child process pinned to one core; its wall time and peak RSS."""
+def _child(nodes: int, kind: str, sample: int, call: str = "") -> dict[str, float]:
+    """Run one scenario (or ``call``, an expression of this module) in a child process
+    pinned to one core; its wall time and peak RSS."""
     code = "\n".join([
         "import json, os, resource, sys",
         f"sys.path.insert(0, {str(HERE)!r})",
         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})",
-        "from run import hasim_run",
-        f"info = hasim_run({nodes}, {kind!r}, {sample})",
+        "import run",
+        f"info = run.{call or f'hasim_run({nodes}, {kind!r}, {sample})'}",
         # VmHWM, the peak of this process's own memory: ru_maxrss would carry over the
         # parent's size (it survives fork and exec), and the parent may have run the
         # throughput benchmark.
@@ -165,7 +194,7 @@ def _child(nodes: int, kind: str, sample: int) -> dict[str, float]:
     ])
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def scale(kind: str, big: int, sample: int, repeat: int) -> None:
@@ -173,15 +202,19 @@ def scale(kind: str, big: int, sample: int, repeat: int) -> None:
     one minute to the next (shared host), so each big run is bracketed by small runs and
     divided by the mean of the two around it: small, big, small, big, ..., small."""
     print(f"== scale: local {kind}, {MINUTES:g} simulated min, master1 crashes; each run in a "
-          f"child pinned to one core; small and big runs alternate ({repeat} big); {_load()}")
-    smalls = [_child(big // 10, kind, 0)]
+          f"child pinned to one core; {SMALL_RUNS} small runs between big ones ({repeat} big); "
+          f"{_load()}")
+    # A small run takes a tenth of the time of a big one and a burst of the host moves it
+    # by up to 30 %: SMALL_RUNS of them in each gap, the mean of the gaps on both sides.
+    gaps = [[_child(big // 10, kind, 0) for _ in range(SMALL_RUNS)]]
     bigs = []
     for _ in range(repeat):
         bigs.append(_child(big, kind, 0))
-        smalls.append(_child(big // 10, kind, 0))
+        gaps.append([_child(big // 10, kind, 0) for _ in range(SMALL_RUNS)])
+    smalls = [r for gap in gaps for r in gap]
 
     def bracketed(key: str) -> list[float]:
-        return [b[key] / ((smalls[i][key] + smalls[i + 1][key]) / 2)
+        return [b[key] / statistics.mean(r[key] for r in gaps[i] + gaps[i + 1])
                 for i, b in enumerate(bigs)]
 
     ratios, loop_ratios = bracketed("wall_s"), bracketed("run_s")
@@ -193,6 +226,19 @@ def scale(kind: str, big: int, sample: int, repeat: int) -> None:
               f"MiB (goal < 4096)")
     print(f"  wall-time ratio {big:,} / {big // 10:,} nodes: {_spread(ratios)}   (goal <= 11)")
     print(f"    the event loop alone: {_spread(loop_ratios)}")
+    # The kernel alone, at each run's pending processes, bracketed the same way.
+    few, many = int(smalls[0]["pending"]), int(bigs[0]["pending"])
+    kern_small = [_child(0, "", 0, f"bare_kernel({few})")]
+    kern_big = []
+    for _ in range(repeat):
+        kern_big.append(_child(0, "", 0, f"bare_kernel({many})"))
+        kern_small.append(_child(0, "", 0, f"bare_kernel({few})"))
+    per_event = [(kern_small[i]["rate"] + kern_small[i + 1]["rate"]) / 2 / b["rate"]
+                 for i, b in enumerate(kern_big)]
+    print(f"  context: hasim's kernel alone, {many:,} vs {few:,} processes waking as "
+          f"heartbeats do: an event costs {_spread(per_event)} x as much "
+          f"(the loop ratio over the event ratio above: "
+          f"{statistics.median(loop_ratios) / (bigs[0]['events'] / smalls[0]['events']):.2f})")
     if sample:
         sampled = _child(big, kind, sample)
         full_wall = statistics.median(b["wall_s"] for b in bigs)
