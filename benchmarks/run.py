@@ -109,7 +109,7 @@ def hasim_run(nodes: int, kind: str, sample: int = 0) -> dict[str, float]:
             "wall_s": wall, "pending": float(result.timing.get("pending", 0))}
 
 
-def bare_kernel(procs: int, seconds: float = 120.0, period: float = 10.0) -> dict[str, float]:
+def bare_kernel(procs: int, seconds: float = 300.0, period: float = 10.0) -> dict[str, float]:
     """Events per second of hasim's kernel alone with ``procs`` processes that do what a
     heartbeat does in time, and nothing else: wait a random phase, then a millisecond
     (the request) and ``period`` (x 1 + 0.04 U, the jitter) in turn. The scale
