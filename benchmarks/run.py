@@ -175,15 +175,16 @@ def throughput(nodes: int, repeat: int) -> None:
     print(f"  {_load()}")
 
 
-def _child(nodes: int, kind: str, sample: int, call: str = "") -> dict[str, float]:
-    """Run one scenario (or ``call``, an expression of this module) in a child process
-    pinned to one core; its wall time and peak RSS."""
+def _child(call: str) -> dict[str, float]:
+    """Evaluate ``call``, an expression of this module returning a dict (``hasim_run(...)``,
+    ``bare_kernel(...)``), in a child process pinned to one core; the dict and the
+    child's peak RSS."""
     code = "\n".join([
         "import json, os, resource, sys",
         f"sys.path.insert(0, {str(HERE)!r})",
         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})",
         "import run",
-        f"info = run.{call or f'hasim_run({nodes}, {kind!r}, {sample})'}",
+        f"info = run.{call}",
         # VmHWM, the peak of this process's own memory: ru_maxrss would carry over the
         # parent's size (it survives fork and exec), and the parent may have run the
         # throughput benchmark.
@@ -197,27 +198,38 @@ def _child(nodes: int, kind: str, sample: int, call: str = "") -> dict[str, floa
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _alternating(small: str, big: str, repeat: int, per_gap: int
+                 ) -> tuple[list[list[dict[str, float]]], list[dict[str, float]]]:
+    """``per_gap`` children of ``small``, then ``big`` and again ``per_gap`` of ``small``,
+    ``repeat`` times: the gaps of small runs and the big runs between them."""
+    gaps = [[_child(small) for _ in range(per_gap)]]
+    bigs = []
+    for _ in range(repeat):
+        bigs.append(_child(big))
+        gaps.append([_child(small) for _ in range(per_gap)])
+    return gaps, bigs
+
+
+def _bracketed(gaps: list[list[dict[str, float]]], bigs: list[dict[str, float]],
+               key: str) -> list[float]:
+    """Each big run's ``key`` over the mean of the small runs in the gaps either side."""
+    return [b[key] / statistics.mean(r[key] for r in gaps[i] + gaps[i + 1])
+            for i, b in enumerate(bigs)]
+
+
 def scale(kind: str, big: int, sample: int, repeat: int) -> None:
     """The big cluster against the small one. The machine's speed drifts by 10-30 % from
     one minute to the next (shared host), so each big run is bracketed by small runs and
-    divided by the mean of the two around it: small, big, small, big, ..., small."""
+    divided by the mean of those around it: SMALL_RUNS small, big, SMALL_RUNS small, ...
+    A small run takes a tenth of the time of a big one and a burst of the host moves it
+    by up to 30 %, hence several in each gap."""
     print(f"== scale: local {kind}, {MINUTES:g} simulated min, master1 crashes; each run in a "
           f"child pinned to one core; {SMALL_RUNS} small runs between big ones ({repeat} big); "
           f"{_load()}")
-    # A small run takes a tenth of the time of a big one and a burst of the host moves it
-    # by up to 30 %: SMALL_RUNS of them in each gap, the mean of the gaps on both sides.
-    gaps = [[_child(big // 10, kind, 0) for _ in range(SMALL_RUNS)]]
-    bigs = []
-    for _ in range(repeat):
-        bigs.append(_child(big, kind, 0))
-        gaps.append([_child(big // 10, kind, 0) for _ in range(SMALL_RUNS)])
+    gaps, bigs = _alternating(f"hasim_run({big // 10}, {kind!r})", f"hasim_run({big}, {kind!r})",
+                              repeat, SMALL_RUNS)
     smalls = [r for gap in gaps for r in gap]
-
-    def bracketed(key: str) -> list[float]:
-        return [b[key] / statistics.mean(r[key] for r in gaps[i] + gaps[i + 1])
-                for i, b in enumerate(bigs)]
-
-    ratios, loop_ratios = bracketed("wall_s"), bracketed("run_s")
+    ratios, loop_ratios = _bracketed(gaps, bigs, "wall_s"), _bracketed(gaps, bigs, "run_s")
     for label, runs in ((f"{big // 10:>6,} nodes", smalls), (f"{big:>6,} nodes", bigs)):
         walls = [r["wall_s"] for r in runs]
         loops = [r["run_s"] for r in runs]
@@ -226,21 +238,17 @@ def scale(kind: str, big: int, sample: int, repeat: int) -> None:
               f"MiB (goal < 4096)")
     print(f"  wall-time ratio {big:,} / {big // 10:,} nodes: {_spread(ratios)}   (goal <= 11)")
     print(f"    the event loop alone: {_spread(loop_ratios)}")
-    # The kernel alone, at each run's pending processes, bracketed the same way.
+    # The kernel alone, at each run's pending processes, bracketed the same way (one
+    # small run per gap: at 300 simulated seconds it is no shorter than a big one's tenth).
     few, many = int(smalls[0]["pending"]), int(bigs[0]["pending"])
-    kern_small = [_child(0, "", 0, f"bare_kernel({few})")]
-    kern_big = []
-    for _ in range(repeat):
-        kern_big.append(_child(0, "", 0, f"bare_kernel({many})"))
-        kern_small.append(_child(0, "", 0, f"bare_kernel({few})"))
-    per_event = [(kern_small[i]["rate"] + kern_small[i + 1]["rate"]) / 2 / b["rate"]
-                 for i, b in enumerate(kern_big)]
+    kgaps, kbigs = _alternating(f"bare_kernel({few})", f"bare_kernel({many})", repeat, 1)
+    per_event = [1 / r for r in _bracketed(kgaps, kbigs, "rate")]  # rates: small over big
     print(f"  context: hasim's kernel alone, {many:,} vs {few:,} processes waking as "
           f"heartbeats do: an event costs {_spread(per_event)} x as much "
           f"(the loop ratio over the event ratio above: "
           f"{statistics.median(loop_ratios) / (bigs[0]['events'] / smalls[0]['events']):.2f})")
     if sample:
-        sampled = _child(big, kind, sample)
+        sampled = _child(f"hasim_run({big}, {kind!r}, {sample})")
         full_wall = statistics.median(b["wall_s"] for b in bigs)
         print(f"  {big:,} nodes with sampled clients (sampling.nodes={sample}): wall "
               f"{sampled['wall_s']:.1f} s, peak RSS {sampled['rss_mib']:,.0f} MiB: "
