@@ -41,7 +41,7 @@ from hasim.scenario import Scenario, _HAProxyBase
 from hasim.sim.haproxy import HealthCounter
 from hasim.sim.kernel import Environment
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, Network, Proc
-from hasim.sim.records import Recorder
+from hasim.sim.records import Recorder, Tally
 from hasim.targets import resolve_target
 
 #: Components that hold no per-client state: nodes may share them and stay independent.
@@ -154,16 +154,17 @@ class _Checker:
     """One aggregated HAProxy's checks of one server: where ``HAProxy._checker`` would be
     at simulated time ``t`` and what it does there (``stage``)."""
 
-    __slots__ = ("lb", "server", "counter", "t", "stage", "count", "outcome", "start", "i",
+    __slots__ = ("lb", "server", "counter", "t", "stage", "checks", "outcome", "start", "i",
                  "reply", "passed", "why")
 
-    def __init__(self, lb: _Balancer, server: Proc, t: float) -> None:
+    def __init__(self, lb: _Balancer, server: Proc, t: float, checks: Tally) -> None:
         self.lb = lb
         self.server = server
         self.counter = HealthCounter(lb.spec.rise, lb.spec.fall)
         self.t = t
         self.stage = _START
-        self.count = 0
+        #: The checks sent, counted as HAProxy._checker counts its own (Recorder.tally).
+        self.checks = checks
         self.outcome = OK
         self.start = 0.0
         self.i = 0
@@ -214,7 +215,8 @@ class AggregateChecks:
         now = self.env.now
         for pos, srv in enumerate(servers):
             first = phase + spec.inter * pos / n
-            self.checkers.append(_Checker(lb, srv, now + first))
+            key = (f"{host}/{component}", f"{srv[0]}/{srv[1]}", "active")
+            self.checkers.append(_Checker(lb, srv, now + first, self.rec.tally(key)))
 
     def catch_up(self) -> None:
         """Step every checker through its instants before now, on the state that held
@@ -222,15 +224,10 @@ class AggregateChecks:
         self._run(self.env.now)
 
     def finish(self, until: float) -> None:
-        """Catch up to the end of the run; add the counts to the recorder's checks and the
-        transitions to its states (in time order, each after the run's own records of
-        the same instant)."""
+        """Catch up to the end of the run (the checks counted in the recorder's tallies) and
+        add the transitions to its states (in time order, each after the run's own
+        records of the same instant)."""
         self._run(until)
-        for c in self.checkers:
-            if c.count:
-                key = (f"{c.lb.host}/{c.lb.component}", f"{c.server[0]}/{c.server[1]}",
-                       "active")
-                self.rec.checks[key] += c.count
         if self.states:
             merged = sorted(self.rec.states + self.states, key=lambda r: r[0])
             self.rec.states[:] = merged
@@ -248,7 +245,7 @@ class AggregateChecks:
         t = c.t
         stage = c.stage
         if stage == _START:
-            c.count += 1
+            c.checks.n += 1
             outcome = net.connect(lb.host, c.server)
             if outcome == BLACKHOLE:
                 c.start = t
