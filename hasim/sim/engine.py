@@ -53,10 +53,12 @@ def _proc(node: str, g: Any) -> Proc:
 def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     """Run ``scenario`` once and return its tables (CONTRACT.md ``hasim.simulate``).
 
-    ``seed`` defaults to the scenario's own ``seed``. The cyclic garbage collector runs
-    rarely meanwhile (:func:`hasim.sim.kernel.quiet_gc`): building a 10,000-node model
-    and its tables makes millions of objects, and full collections over all of them
-    made the tables of such a run take three times longer than linear in the nodes.
+    ``seed`` defaults to the scenario's own ``seed``. The cyclic garbage collector does
+    not run meanwhile, and once at the end over what the run made
+    (:func:`hasim.sim.kernel.quiet_gc`): building a 10,000-node model and its tables makes
+    millions of objects, and full collections over all of them made the tables of such a
+    run take three times longer than linear in the nodes; the final one frees the model,
+    which ends as one big cycle.
     """
     with quiet_gc():
         return _simulate(scenario, seed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import random
+import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -19,7 +20,6 @@ import pytest
 import simpy
 
 from hasim.sim.kernel import (
-    GC_THRESHOLDS,
     PER_SECOND,
     WINDOW,
     WINDOW_EVENTS,
@@ -194,27 +194,45 @@ def test_garbage_collector_settings_come_back() -> None:
     assert gc.get_freeze_count() == frozen
 
 
-def test_inside_quiet_gc_what_the_loop_made_is_frozen_then_let_go() -> None:
-    """Inside ``quiet_gc`` (as ``simulate`` runs it) the loop's objects are frozen at its
-    end, so the next young collection skips them; the outermost end unfreezes all."""
+class _Node:
+    """A tracked object that can sit in a cycle and be watched through a weak reference."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_quiet_gc_frees_the_cycles_made_inside_and_walks_nothing_older() -> None:
+    """No automatic collection inside ``quiet_gc`` (the event loop's included); at the
+    outermost end one collection frees the cycles made inside, and leaves out what was
+    alive before: an older cycle is still there for a later collection. A nested use
+    does not collect."""
+    gc.collect()  # counts at zero: no automatic collection before quiet_gc starts
+    older = _Node()
+    older_ref = weakref.ref(older)
+    del older  # cyclic garbage of the caller, made before
     env = Environment()
-    kept: list[list[int]] = []
+    made: list[weakref.ref[_Node]] = []
+    seen: list[bool] = []
 
     def maker() -> Generator[Any, Any, None]:
-        for k in range(1000):
-            kept.append([k])  # lists are tracked by the collector
+        for _ in range(1000):
+            made.append(weakref.ref(_Node()))  # each one cyclic garbage at once
+            seen.append(gc.isenabled())
             yield env.sleep(1.0)
 
     env.process(maker())
     with quiet_gc():
-        assert gc.get_threshold() == GC_THRESHOLDS
+        assert not gc.isenabled()
+        with quiet_gc():
+            env.run(until=500)
+        assert all(r() is not None for r in made)  # the inner end collected nothing
         env.run(until=2000)
-        assert gc.isenabled()
-        collected = {id(o) for g in range(3) for o in gc.get_objects(generation=g)}
-        assert all(gc.is_tracked(o) and id(o) not in collected for o in kept)
-    assert gc.get_freeze_count() == 0
-    oldest = {id(o) for o in gc.get_objects(generation=2)}
-    assert all(id(o) in oldest for o in kept)
+    assert seen == [False] * 1000
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert all(r() is None for r in made)
+    assert older_ref() is not None
+    gc.collect()
+    assert older_ref() is None
 
 
 @pytest.mark.parametrize("until", ["exhaust", "event"])
