@@ -310,14 +310,14 @@ def test_etcd_proxy_answer_cache_changes_nothing(monkeypatch: pytest.MonkeyPatch
         req = res.requests
         return req[req["kind"] == "etcd"].reset_index(drop=True)
 
+    request = EtcdProxy.request
+
+    def uncached(self: EtcdProxy, client_host: str):  # type: ignore[no-untyped-def]
+        self._fast = None
+        return request(self, client_host)
+
     for seed in range(3):
         cached = flannel(hasim.simulate(sc, seed=seed))
-        request = EtcdProxy.request
-
-        def uncached(self: EtcdProxy, client_host: str):  # type: ignore[no-untyped-def]
-            self._fast = None
-            return request(self, client_host)
-
         with monkeypatch.context() as m:
             m.setattr(EtcdProxy, "request", uncached)
             reference = flannel(hasim.simulate(sc, seed=seed))
