@@ -27,9 +27,8 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -379,27 +378,47 @@ def _lost(task: RunTask, exc: BaseException) -> dict[str, Any]:
     return row
 
 
-@contextmanager
-def _local_dask_config() -> Iterator[None]:
-    """Dask settings for the workers of a LocalCluster this batch starts: no statistical
-    profiler. By default every worker samples the stack of its running task every 10 ms
-    (``distributed.worker.profile``), taking the GIL from a CPU-bound simulation: the
-    same 40 runs took 6 to 10 % longer on Dask's workers than one after the other in
-    this process. (Forking the workers from a server that imported hasim, as the process
-    executor does, was measured too and dropped: Dask's forkserver imports every optional
-    package of distributed first, which cost more than the workers' own imports.)"""
-    import dask
+#: Dask settings for the workers (and the scheduler and nannies, in this process) of a
+#: LocalCluster a batch starts. Each periodic callback of distributed takes the GIL from a
+#: CPU-bound simulation, or a core from it; on an idle 2-worker cluster the defaults
+#: below used 1.1 s of CPU per 10 s, these 0.16 s.
+LOCAL_DASK_CONFIG: dict[str, Any] = {
+    # The statistical profiler samples the running task's stack every 10 ms: the same 40
+    # runs took 6 to 10 % longer on Dask's workers than one after the other here.
+    "distributed.worker.profile.enabled": False,
+    # The event loop's health check (20 ms by default: most of the idle CPU above); it
+    # only warns when a loop was blocked longer than `limit` (3 s).
+    "distributed.admin.tick.interval": "1s",
+    # CPU, memory and network samples for the dashboard, which hasim does not start
+    # (500 ms by default).
+    "distributed.admin.system-monitor.interval": "5s",
+    # The memory manager's look at each worker's RSS for its spill, pause and terminate
+    # thresholds (100 ms by default); a simulation's memory grows over seconds.
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
-        yield
+
+def _local_cluster(workers: int) -> Any:
+    """A LocalCluster of ``workers`` single-threaded worker processes, started under
+    :data:`LOCAL_DASK_CONFIG` (its nannies hand the config to the workers they spawn; the
+    scheduler and nannies read theirs as they start). Forking the workers from a server
+    that imported hasim, as the process executor does, was measured too and dropped:
+    Dask's forkserver imports every optional package of distributed first, which cost
+    more than the workers' own imports."""
+    import logging
+
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set(LOCAL_DASK_CONFIG):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, silence_logs=logging.ERROR)
 
 
 def _run_dask(todo: Sequence[RunTask], store: ResultStore, tables: Sequence[str], sink: Sink,
               jobs: int | None, scheduler: str | None) -> None:
-    import logging
-
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, as_completed
     except ImportError:  # pragma: no cover - the dask extra is not installed
         raise HasimError("executor dask needs dask.distributed: pip install 'hasim[dask]'"
                          ) from None
@@ -412,9 +431,7 @@ def _run_dask(todo: Sequence[RunTask], store: ResultStore, tables: Sequence[str]
                              f"{exc}") from None
     else:
         workers = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-        with _local_dask_config():
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = _local_cluster(workers)
         client = Client(cluster)
     try:
         # A LocalCluster's workers share this machine's disk: each stores its own runs,

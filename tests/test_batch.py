@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -146,6 +147,42 @@ def test_dask_local_cluster_gives_identical_tables(tmp_path: Path) -> None:
     _batch(tmp_path / "serial", "serial")
     _batch(tmp_path / "dask", "dask", jobs=2)  # LocalCluster, 2 worker processes
     assert_same_results(tmp_path / "serial", tmp_path / "dask")
+
+
+def test_a_local_cluster_runs_with_the_quiet_dask_settings() -> None:
+    """The LocalCluster a batch starts: every worker runs its periodic callbacks at
+    LOCAL_DASK_CONFIG's intervals, not distributed's defaults (a 20 ms event-loop tick, a
+    100 ms memory monitor, a 10 ms profiler), and this process's config is left as it
+    was."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+    from dask.utils import parse_timedelta
+
+    from hasim.batch import LOCAL_DASK_CONFIG, _local_cluster
+
+    before = dask.config.get("distributed.admin.tick.interval")
+
+    def seen(dask_worker: Any) -> dict[str, Any]:
+        pcs = dask_worker.periodic_callbacks  # milliseconds
+        return {"periods": {k: pcs[k].callback_time / 1000 if k in pcs else None
+                            for k in ("tick", "monitor", "memory_monitor", "profile")},
+                "config": {k: dask.config.get(k) for k in LOCAL_DASK_CONFIG}}
+
+    with _local_cluster(2) as cluster, distributed.Client(cluster) as client:
+        workers = client.run(seen)
+    assert len(workers) == 2
+
+    def period(key: str) -> float:
+        return float(parse_timedelta(LOCAL_DASK_CONFIG[key]))
+
+    for got in workers.values():
+        assert got["config"] == LOCAL_DASK_CONFIG
+        assert got["periods"] == {
+            "tick": period("distributed.admin.tick.interval"),
+            "monitor": period("distributed.admin.system-monitor.interval"),
+            "memory_monitor": period("distributed.worker.memory.monitor-interval"),
+            "profile": None}
+    assert dask.config.get("distributed.admin.tick.interval") == before
 
 
 @pytest.mark.slow
