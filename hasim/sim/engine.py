@@ -252,6 +252,7 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
         "time", "member", "term", "lost_at", "last_heartbeat_at", "election_s"])
     result.vip_moves = pd.DataFrame(vip.moves if vip else [], columns=[
         "time", "from", "to", "lost_at", "takeover_s"])
+    rec.clear()  # tabled: freed now, in order, not by the final collection's walk
     return result
 
 
@@ -284,4 +285,5 @@ def _structural(scenario: Scenario, g: Any, env: Environment, net: Network, rec:
     result.elections = pd.DataFrame(etcd.elections, columns=[
         "time", "member", "term", "lost_at", "last_heartbeat_at", "election_s"])
     result.vip_moves = pd.DataFrame([], columns=["time", "from", "to", "lost_at", "takeover_s"])
+    rec.clear()
     return result

@@ -84,3 +84,16 @@ class Recorder:
         self, time: float, component: str, host: str, subject: str, old: str, new: str, cause: str
     ) -> None:
         self.states.append((time, component, host, subject, old, new, cause))
+
+    def clear(self) -> None:
+        """Drop every record, once the tables are built. The model holds this recorder and
+        ends as one big cycle, so the records would otherwise go in the collection that
+        frees it (:func:`hasim.sim.kernel.quiet_gc`), which reaches every string and
+        float of every tuple through a cold pointer: at 10,000 nodes, 1.8 million
+        request tuples took 2 s of that collection's 4 s, and 0.2 s here, freed in the
+        order they were made."""
+        self.requests.clear()
+        self.states.clear()
+        self.checks.clear()
+        self.faults.clear()
+        self.tallies.clear()
