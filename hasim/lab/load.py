@@ -9,7 +9,8 @@ passes TCP through, as kubespray's nginx ``stream`` and HAProxy ``mode tcp`` do)
   HTTP/1.1 clients without keep-alive.
 - ``long-<k>``: ``long_clients`` clients that each keep ONE connection and send a
   request every ``long_period`` seconds (client ``k`` shifted by ``k/long_clients`` of a
-  period) within ``long_timeout``. A connection the peer closed while idle is noticed at
+  period, all of them by half a short interval: :meth:`LoadSpec.long_phase`) within
+  ``long_timeout``. A connection the peer closed while idle is noticed at
   once and the next request dials afresh without failing (Go's ``http.Transport``
   ``readLoop`` does that); a failed request closes its connection (HTTP/1.1: the next one
   redials). A request that overruns its slot is followed by the next grid point.
@@ -58,6 +59,22 @@ class LoadSpec:
     long_period: float = 0.5
     #: Timeout of one request of a long-lived client (including a redial).
     long_timeout: float = 1.5
+
+    def long_phase(self, k: int) -> float:
+        """When long-lived client ``k`` sends its first request, after the load starts:
+        ``k/long_clients`` of a period, plus half the short client's interval, so that no
+        long client's connect (its first, or a redial after a failure, which follows its
+        own grid) is ever made at the instant of a short one. Two connects at once keep
+        nginx's worker 0 busy with one when the other arrives, and worker 1 takes it, with
+        a failure state of its own; a node's kubelet meets no such coincidence and the
+        simulator models the idle case (hasim.sim.nginx). With the short grid at 0, 50,
+        100 ms... and the long ones at 0, 167, 333 ms, every request of long-0 was made at
+        the instant of a short connect; now the nearest are 8 ms apart. (Worker 1 can
+        still take a connection when worker 0 is busy for another reason, such as the
+        host's other load: a trial where both workers saw the blackholed master fails
+        over about ``proxy_connect_timeout`` later.)"""
+        offset = 0.5 / self.rate if self.rate > 0 else 0.0
+        return offset + self.long_period * k / max(self.long_clients, 1)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,7 +178,7 @@ class LoadGenerator:
         spec = self.spec
         name = f"{self.host}/long-{k}"
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        at = self.t_start + spec.long_period * k / max(spec.long_clients, 1)
+        at = self.t_start + spec.long_phase(k)
         while at < self.t_end:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             if conn is not None and (conn[0].at_eof() or conn[0].exception() is not None

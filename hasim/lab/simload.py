@@ -205,7 +205,7 @@ class SimLoad:
         proc: Proc = (self.host, f"long-{k}")
         name = f"{self.host}/long-{k}"
         sess: Session | None = None
-        at = self.t_start + load.long_period * k / max(load.long_clients, 1)
+        at = self.t_start + load.long_phase(k)
         while at < self.t_end:
             yield env.timeout(max(at - env.now, 0.0))
             if sess is not None and not sess.open:

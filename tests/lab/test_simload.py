@@ -34,3 +34,31 @@ def test_every_active_check_is_timed_per_checked_host() -> None:
         assert abs(t[0] - (first + inter * pos / 3)) < 1e-9, host
         np.testing.assert_allclose(np.diff(t), inter + 4 * rtt, rtol=0, atol=1e-9)
         assert len(t) == int((duration - t[0]) // (inter + 4 * rtt)) + 1
+
+
+def test_no_long_client_connects_at_the_instant_of_a_short_one() -> None:
+    """The lab's load (both sides): the long clients' grids miss the short client's by
+    at least the most three phases k/3 of a period can keep from a 1/rate grid
+    (1/(6 rate), 8.3 ms at the default 20/s), so that nginx's worker 0 is idle when a
+    long client connects, as at a node. The requests the simulated side records start
+    on those grids."""
+    load = LoadSpec()
+    duration, t_start = 10.0, 1.0
+    shorts = np.arange(0.0, duration, 1 / load.rate)
+    for k in range(load.long_clients):
+        longs = load.long_phase(k) + np.arange(0.0, duration, load.long_period)
+        gap = np.abs(longs[:, None] - shorts[None, :]).min()
+        assert gap >= 1 / (6 * load.rate) - 1e-9, (k, gap)
+    sc = scenario_from_dict({
+        "name": "lab-long-phases",
+        "cluster": {"generate": {"masters": 3, "etcd": 3, "nodes": 1},
+                    "vars": {"loadbalancer_apiserver_localhost": True}},
+        "balancers": {"local": {"kind": "nginx"}},
+        "duration": f"{duration}s",
+    })
+    trial = simulate_lab(sc, "node1", load, seed=0, t_start=t_start, duration=duration)
+    for k in range(load.long_clients):
+        starts = sorted(r[2] for r in trial.requests if r[0] == f"node1/long-{k}")
+        assert starts, k
+        expected = t_start + load.long_phase(k) + load.long_period * np.arange(len(starts))
+        np.testing.assert_allclose(starts, expected, rtol=0, atol=1e-9)
