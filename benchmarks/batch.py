@@ -39,7 +39,8 @@ ROOT = HERE.parent
 
 
 def scenarios(nodes: int, duration: str = "10m") -> list[hasim.Scenario]:
-    """Two HA modes (local nginx, external HAProxy), master1 crashes at 60 s, 10 minutes."""
+    """Two HA modes (local nginx, external HAProxy), master1 crashes at 60 s; ``duration``
+    simulated (10 minutes for the batches, 10 s for the fixed cost's runs)."""
     return [hasim.load_scenario(ROOT / "scenarios" / name).with_overrides(
         {"cluster.generate.nodes": nodes, "duration": duration})
         for name in ("local-lb.yaml", "external-lb.yaml")]
