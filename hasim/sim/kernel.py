@@ -93,45 +93,8 @@ def events_processed(env: simpy.Environment) -> int:
 #: What a process of the model yields: an event, or a plain delay (Environment.sleep).
 Wait = Event | float
 
-_quiet_depth = 0
-
-
-@contextmanager
-def quiet_gc() -> Iterator[None]:
-    """No automatic cyclic collection for the duration, then one collection of what was
-    made meanwhile: around a run (``simulate``), whose model is one big cycle when it
-    ends. What is alive at the start is frozen (:func:`gc.freeze`) so that the final
-    collection walks only the run's objects, not the caller's; then everything is
-    unfrozen and the collector comes back as it was. Nested uses add nothing: the
-    outermost one collects.
-
-    (Before this, the model was left to CPython's own heuristics after the run: the
-    objects that :func:`gc.unfreeze` puts back into the oldest generation do not count
-    towards its next full collection, and the next run froze them again, so a batch
-    worker kept every run's model, about 50,000 objects and 8 MiB per 150-node run, until
-    it exited.)"""
-    global _quiet_depth
-    if _quiet_depth:
-        _quiet_depth += 1
-        try:
-            yield
-        finally:
-            _quiet_depth -= 1
-        return
-    enabled = gc.isenabled()
-    gc.disable()
-    gc.freeze()
-    _quiet_depth = 1
-    try:
-        yield
-    finally:
-        _quiet_depth = 0
-        try:
-            gc.collect()
-        finally:
-            gc.unfreeze()
-            if enabled:
-                gc.enable()
+#: Whether a :func:`quiet_gc` is open (the outermost one collects at its end).
+_quiet = False
 
 
 @contextmanager
@@ -145,6 +108,37 @@ def paused_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+@contextmanager
+def quiet_gc() -> Iterator[None]:
+    """No automatic cyclic collection for the duration (:func:`paused_gc`), then one
+    collection of what was made meanwhile: around a run (``simulate``), whose model is
+    one big cycle when it ends. What is alive at the start is frozen (:func:`gc.freeze`)
+    so that the final collection walks only the run's objects, not the caller's; then
+    everything is unfrozen and the collector comes back as it was. A nested use adds
+    nothing: the outermost one collects.
+
+    (Before this, the model was left to CPython's own heuristics after the run: the
+    objects that :func:`gc.unfreeze` puts back into the oldest generation do not count
+    towards its next full collection, and the next run froze them again, so a batch
+    worker kept every run's model, about 50,000 objects and 8 MiB per 150-node run, until
+    it exited.)"""
+    global _quiet
+    if _quiet:
+        yield
+        return
+    with paused_gc():
+        gc.freeze()
+        _quiet = True
+        try:
+            yield
+        finally:
+            _quiet = False
+            try:
+                gc.collect()
+            finally:
+                gc.unfreeze()
 
 
 class FastTimeout(Timeout):
