@@ -45,30 +45,27 @@ TIMEOUT = "timeout"
 class TimedTally(Tally):
     """An active check's :class:`~hasim.sim.records.Tally` that also keeps the time of
     every check it counts, so the check rate is measured from check times as at the
-    stubs, not as count/duration."""
+    stubs, not as count/duration. ``n`` is a property over ``count`` here (HAProxy's
+    checker bumps ``n``), standing in front of Tally's own slot, which stays unused."""
 
-    __slots__ = ("env", "times")
+    __slots__ = ("count", "env", "times")
 
     def __init__(self, key: tuple[str, str, str], env: simpy.Environment,
                  times: list[float]) -> None:
         self.key = key
-        _TALLY_N.__set__(self, 0)  # not through the property: no check yet
+        self.count = 0
         self.env = env
         self.times = times
 
     @property
     def n(self) -> int:
-        return _TALLY_N.__get__(self, Tally)
+        return self.count
 
     @n.setter
     def n(self, value: int) -> None:
-        if value > _TALLY_N.__get__(self, Tally):
+        if value > self.count:
             self.times.append(self.env.now)
-        _TALLY_N.__set__(self, value)
-
-
-#: Tally's own slot for ``n``, which TimedTally's property stands in front of.
-_TALLY_N: Any = Tally.__dict__["n"]
+        self.count = value
 
 
 class TimedRecorder(Recorder):
