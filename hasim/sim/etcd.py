@@ -267,7 +267,7 @@ class EtcdProxy:
         now = env.now
         fast = self._fast
         if (fast is not None and now < self.next_refresh and not self.failed_until
-                and fast[0] is client_host and fast[1] == net.version
+                and fast[0] == client_host and fast[1] == net.version
                 and fast[2] == self.etcd.version):
             # Nothing a packet meets and no leader changed since a request from this host
             # was answered by the first endpoint, and none is marked failed: the lookups
