@@ -66,11 +66,17 @@ def _typed(rows: list[Any], dtypes: dict[str, str]) -> pd.DataFrame:
 
 
 def _window_ends(faults: list[FaultRecord], duration: float) -> dict[int, float]:
-    """Each fault's attribution window ends where the next fault starts."""
-    starts = sorted((f.at, f.fault_id) for f in faults)
+    """Each fault's attribution window: from the fault to where the next fault starts, or
+    where it heals if that comes first. A failure that starts after the heal is not the
+    failover's but the failback's (keepalived's preempt taking the VIP back resets every
+    connection through the VIP, MODEL.md 2.3): counted in, it made a client that never
+    failed while the fault held look cut off from the fault to the heal and beyond. It
+    still shows in ``availability`` and ``vip_moves``."""
+    starts = sorted((f.at, f.fault_id, f.end) for f in faults)
     ends: dict[int, float] = {}
-    for k, (_, fid) in enumerate(starts):
-        ends[fid] = starts[k + 1][0] if k + 1 < len(starts) else duration
+    for k, (_, fid, healed) in enumerate(starts):
+        end = starts[k + 1][0] if k + 1 < len(starts) else duration
+        ends[fid] = end if healed is None else min(end, healed)
     return ends
 
 
@@ -86,8 +92,10 @@ def failovers(rec: Recorder, clients: dict[str, tuple[str, str]], duration: floa
 
     ``clients`` maps a client name to its (host, client class). Clients on a host the
     fault took down, or whose own process the fault killed, are not listed: they are
-    the fault, not its victims. ``history``: :func:`_per_client` of ``rec``, when the
-    caller has it already (it is one pass over every request).
+    the fault, not its victims. A client's first failure must start in the fault's
+    window (:func:`_window_ends`: until it heals or the next fault starts); its recovery
+    may come later. ``history``: :func:`_per_client` of ``rec``, when the caller has it
+    already (it is one pass over every request).
     """
     per_client, failed = history if history is not None else _per_client(rec)
     ends = _window_ends(rec.faults, duration)

@@ -112,8 +112,12 @@ def _recorder() -> tuple[Recorder, dict[str, tuple[str, str]]]:
     R("e/kubelet", "e", 8.0, 8.1, "ok", "m1", "lease")
     R("f/kubelet", "f", 60.0, 70.0, "timeout", "x", "lease")  # fails in fault 1's window
     R("f/kubelet", "f", 70.0, 70.5, "ok", "m2", "lease")
+    R("g/kubelet", "g", 85.0, 86.0, "reset", "m2", "lease")  # fails only after x healed at 80
+    R("g/kubelet", "g", 86.0, 86.5, "ok", "m2", "lease")
+    R("h/kubelet", "h", 75.0, 85.0, "timeout", "x", "lease")  # in flight at the heal
+    R("h/kubelet", "h", 85.0, 85.5, "ok", "m2", "lease")
     R("m1/kubelet", "m1", 5.0, 5.1, "ok", "m1", "lease")  # the fault's own process
-    clients = {f"{h}/kubelet": (h, "kubelet") for h in "abcdef"}
+    clients = {f"{h}/kubelet": (h, "kubelet") for h in "abcdefgh"}
     clients["m1/kubelet"] = ("m1", "kubelet")
     return rec, clients
 
@@ -125,11 +129,11 @@ def test_failovers_semantics_on_constructed_records():
     f0 = fo[fo["fault_id"] == 0].set_index("client")
     # The crashed host's own kubelet is the fault, not a victim.
     assert "m1/kubelet" not in f0.index
-    assert sorted(f0.index) == [f"{h}/kubelet" for h in "abcdef"]
+    assert sorted(f0.index) == [f"{h}/kubelet" for h in "abcdefgh"]
     assert (f0["fault_kind"] == "crash").all() and (f0["fault_at"] == 10.0).all()
     assert (f0["target"] == "m1").all()
     # never failed: latency 0, no failure, no recovery
-    for c in ("a/kubelet", "e/kubelet", "f/kubelet"):
+    for c in ("a/kubelet", "e/kubelet", "f/kubelet", "g/kubelet", "h/kubelet"):
         assert f0.loc[c, "latency_s"] == 0.0
         assert math.isnan(f0.loc[c, "first_failure_at"])
         assert math.isnan(f0.loc[c, "recovered_at"])
@@ -148,7 +152,33 @@ def test_failovers_semantics_on_constructed_records():
     f1 = fo[fo["fault_id"] == 1].set_index("client")
     assert f1.loc["f/kubelet", "latency_s"] == 70.5 - 50.0
     assert f1.loc["f/kubelet", "first_failure_at"] == 60.0
-    assert (f1.drop(index=["f/kubelet", "c/kubelet"])["latency_s"] == 0.0).all()
+    # A failure that starts after the fault healed is the failback's, not the failover's
+    # (it would have read 86.5 - 50); one in flight at the heal is the fault's.
+    assert f1.loc["g/kubelet", "latency_s"] == 0.0
+    assert math.isnan(f1.loc["g/kubelet", "first_failure_at"])
+    assert f1.loc["h/kubelet", "first_failure_at"] == 75.0
+    assert f1.loc["h/kubelet", "latency_s"] == 85.5 - 50.0
+    assert (f1.drop(index=["f/kubelet", "c/kubelet", "h/kubelet"])["latency_s"] == 0.0).all()
+
+
+def test_a_failback_is_not_counted_as_the_failover():
+    """scenarios/modes/external-keepalived.yaml: the VIP holder extlb1 crashes at 60 s for
+    5 min; keepalived preempts (MODEL.md 2.3), so the VIP moves to extlb2 and back at the
+    heal, and the second move resets every connection through the VIP again. Those
+    failures are the failback's: no failover row starts after the heal, though clients
+    did fail then (in the requests table)."""
+    sc = hasim.load_scenario(SCENARIOS / "modes" / "external-keepalived.yaml")
+    r = hasim.simulate(sc, seed=0)
+    heal = 60.0 + 300.0
+    assert list(r.vip_moves["from"]) == ["extlb1", "extlb2"]  # over, then back at the heal
+    assert r.vip_moves["time"].iloc[1] >= heal
+    req = r.requests
+    assert (req.loc[req["start"] >= heal, "outcome"] != "ok").any()  # the failback hurt
+    cut = r.failovers[r.failovers["latency_s"] > 0]
+    assert len(cut) > 0 and (cut["first_failure_at"] < heal).all()
+    # All of them met the first move: stalled until it, then reconnected.
+    assert (cut["recovered_at"] > r.vip_moves["time"].iloc[0]).all()
+    assert (cut["recovered_at"] < heal).all()
 
 
 def test_node_status_intervals_on_constructed_records():
