@@ -21,7 +21,9 @@ its range, and the load average is printed beside it.
   after it (three on each side); the median of ``--repeat`` such ratios, with their
   range. For context, the same bracketed comparison of hasim's kernel alone
   (:func:`bare_kernel`) at the two runs' numbers of pending processes: what ten times as
-  many processes cost per event when no model object is touched.
+  many processes cost per event when no model object is touched; and one run at each
+  of two sizes in between (2,000 and 4,000 nodes), for the cost per event against size:
+  where it grows, and where it stops growing.
 - sampling: a 10,000-node local-HAProxy run with sampled clients (``sampling.nodes``)
   against the same run in full, from the scale runs.
 - batch: ``benchmarks/batch.py``, serial vs process vs Dask executors.
@@ -247,6 +249,16 @@ def scale(kind: str, big: int, sample: int, repeat: int) -> None:
           f"heartbeats do: an event costs {_spread(per_event)} x as much "
           f"(the loop ratio over the event ratio above: "
           f"{statistics.median(loop_ratios) / (bigs[0]['events'] / smalls[0]['events']):.2f})")
+    # The cost per event against size, one run at each size in between: it grows while
+    # the model outgrows the caches and then stays flat (docs/performance.md).
+    mids = {n: _child(f"hasim_run({n}, {kind!r})") for n in (big // 5, 2 * big // 5)}
+    curve = {big // 10: smalls, **{n: [r] for n, r in mids.items()}, big: bigs}
+    cost = {n: statistics.median(r["run_s"] / r["events"] for r in runs) * 1e9
+            for n, runs in sorted(curve.items())}
+    print("  cost per event in the event loop (medians; one run in between): " + ", ".join(
+        f"{n:,} nodes {ns:,.0f} ns" for n, ns in cost.items()))
+    print(f"    {big:,} over {2 * big // 5:,} nodes: "
+          f"{cost[big] / cost[2 * big // 5]:.2f} x per event")
     if sample:
         sampled = _child(f"hasim_run({big}, {kind!r}, {sample})")
         full_wall = statistics.median(b["wall_s"] for b in bigs)
