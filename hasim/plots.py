@@ -58,7 +58,8 @@ def failover_ecdf(
 NODES_KEY = "cluster.generate.nodes"
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (its folder made if needed) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -134,7 +135,7 @@ def latency_boxplots(results: Any, path: str | Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("How long are cut-off clients out, per " +
                  ("sweep point?" if swept else "HA mode?"), fontsize=11)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def check_rate_vs_size(summary: pd.DataFrame, path: str | Path,
@@ -166,7 +167,7 @@ def check_rate_vs_size(summary: pd.DataFrame, path: str | Path,
     ax.set_title("How does the health-check and reconnection load on each apiserver grow "
                  "with the cluster?", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def not_ready_timeline(results: Any, run_id: str, path: str | Path,
@@ -213,7 +214,7 @@ def not_ready_timeline(results: Any, run_id: str, path: str | Path,
              f"{run['replication']} ({len(ns['host'].unique()) if len(ns) else 0} node(s))")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_results(directory: str | Path, out: str | Path) -> list[Path]:

@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hasim.plots import save_figure  # noqa: E402
+
 COLUMNS = ["source", "trial", "metric", "value", "scenario", "shift"]
 #: metric -> (relative, absolute): the sim's median agrees with the real one when
 #: |sim - real| <= max(relative * |real|, absolute).
@@ -128,9 +130,4 @@ def plot(df: pd.DataFrame, path: str | Path, metrics: list[str] | None = None) -
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].legend(loc="best", fontsize=8)
     fig.suptitle("hasim lab: real (red) vs simulated (blue), median bars")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))
