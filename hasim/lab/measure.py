@@ -72,7 +72,7 @@ class TrialRecords:
 
 def _recorder(t: TrialRecords) -> Recorder:
     rec = Recorder()
-    rec.requests = sorted(t.requests, key=lambda r: (r[2], r[3]))
+    rec.requests.extend(sorted(t.requests, key=lambda r: (r[2], r[3])))
     rec.states = sorted(t.states)
     rec.faults = list(t.faults)
     return rec

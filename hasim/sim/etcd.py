@@ -27,7 +27,7 @@ import numpy as np
 from hasim.scenario import EtcdSpec
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import OK, REFUSED, Network, Proc
-from hasim.sim.records import Recorder
+from hasim.sim.records import FOLD, Recorder
 
 FAILURE_WAIT = 5.0
 REFRESH_INTERVAL = 30.0
@@ -351,7 +351,9 @@ class Flannel:
 
     def _run(self) -> Generator[Wait, Any, None]:
         env, proxy = self.env, self.proxy
-        log = self.rec.requests.append  # the tuple of Recorder.request, one call less
+        # The tuple of Recorder.request, one call less (RequestLog: the hot path's rows).
+        requests = self.rec.requests
+        rows = requests.rows
         yield env.sleep(self.offset)
         while True:
             if self.up:
@@ -361,5 +363,7 @@ class Flannel:
                     backend = self.host
                 else:
                     outcome, backend = yield from self._once()
-                log((self.name, self.host, start, env.now, outcome, backend, "etcd"))
+                rows += (self.name, self.host, start, env.now, outcome, backend, "etcd")
+                if len(rows) >= FOLD:
+                    requests.fold()
             yield env.sleep(self.PERIOD)
