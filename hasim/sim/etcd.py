@@ -351,7 +351,8 @@ class Flannel:
 
     def _run(self) -> Generator[Wait, Any, None]:
         env, proxy = self.env, self.proxy
-        # The tuple of Recorder.request, one call less (RequestLog: the hot path's rows).
+        # Recorder.request's fields, added to the request log's latest rows directly
+        # (one call less per poll); the log folds them into its columns.
         requests = self.rec.requests
         rows = requests.rows
         yield env.sleep(self.offset)
