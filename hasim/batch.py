@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -290,9 +291,15 @@ class _Progress:
     def __enter__(self) -> _Progress:
         from tqdm import tqdm
 
+        class Bar(tqdm):
+            # No monitor thread (tqdm starts one with its first bar, shown or not): the
+            # workers are forked only from a process that runs no other thread
+            # (_fork_ok). It only lowers a dynamic `miniters`; this bar has 1.
+            monitor_interval = 0
+
         disable = (not sys.stderr.isatty()) if self.enabled is None else not self.enabled
-        self.bar = tqdm(total=self.total, initial=self.done, unit="run", file=sys.stderr,
-                        disable=disable, dynamic_ncols=True, smoothing=0.1)
+        self.bar = Bar(total=self.total, initial=self.done, unit="run", file=sys.stderr,
+                       disable=disable, dynamic_ncols=True, smoothing=0.1, miniters=1)
         return self
 
     def update(self, row: Mapping[str, Any]) -> None:
@@ -314,9 +321,28 @@ def _run_serial(todo: Sequence[RunTask], out: Path, tables: Sequence[str], sink:
         sink(task, row)
 
 
+def _fork_ok() -> bool:
+    """Whether a batch's worker processes may be forked from this one: on Linux, while it
+    runs no thread but its main one.
+
+    A forked worker starts with this process's imports done (hasim, pandas, distributed:
+    otherwise 0.7-1.7 s per worker, on the cores the runs need) and leaves without
+    tearing them down. But it also inherits every lock as it stood at the fork, and one
+    that another thread held then stays held in the child for good. With the main thread
+    alone there is no such lock (a Dask LocalCluster's own threads aside, below). A
+    caller with threads of its own, a notebook kernel for one, gets each executor's
+    other choice: forkserver for processes, spawn for Dask. macOS can fork too, but its
+    system libraries do not survive it."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
 def _mp_context() -> Any:
-    """forkserver where there is one: workers fork from a server that imported hasim once
-    (fast start, no fork of this process's threads); spawn elsewhere."""
+    """fork where :func:`_fork_ok` allows it: ProcessPoolExecutor forks every worker at
+    the first submit, before it starts its own management thread. Otherwise forkserver
+    where there is one (workers fork from a server that imported hasim once, not from
+    this process and its threads); spawn elsewhere."""
+    if _fork_ok():
+        return multiprocessing.get_context("fork")
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["hasim.batch", "hasim.sim.engine"])
@@ -400,17 +426,28 @@ LOCAL_DASK_CONFIG: dict[str, Any] = {
 
 def _local_cluster(workers: int) -> Any:
     """A LocalCluster of ``workers`` single-threaded worker processes, started under
-    :data:`LOCAL_DASK_CONFIG` (its nannies hand the config to the workers they spawn; the
-    scheduler and nannies read theirs as they start). Forking the workers from a server
-    that imported hasim, as the process executor does, was measured too and dropped:
-    Dask's forkserver imports every optional package of distributed first, which cost
-    more than the workers' own imports."""
+    :data:`LOCAL_DASK_CONFIG` (its nannies hand the config to the workers they start; the
+    scheduler and nannies read theirs as they start).
+
+    The workers are forked from this process when :func:`_fork_ok` allows it
+    (``distributed.worker.multiprocessing-method: fork``, one of the three methods
+    distributed offers): a spawned worker imports distributed, pandas and hasim before
+    its first run and tears them down when the cluster closes, 2.0-2.3 s of a batch's
+    wall time on 2 cores against 0.2 s forked (docs/performance.md, seventh round). The
+    only other threads then are distributed's own (its event loop and the nannies'
+    process watchers, one of which forks). Forking from a server that imported hasim,
+    as the process executor does otherwise, was measured and dropped: Dask's forkserver
+    imports every optional package of distributed first, which cost more than the
+    workers' own imports."""
     import logging
 
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set(LOCAL_DASK_CONFIG):
+    config = dict(LOCAL_DASK_CONFIG)
+    if _fork_ok():
+        config["distributed.worker.multiprocessing-method"] = "fork"
+    with dask.config.set(config):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                             dashboard_address=None, silence_logs=logging.ERROR)
 

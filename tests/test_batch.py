@@ -4,7 +4,8 @@ and resuming after a kill.
 What is proved:
 - seeds follow hasim.seeds' rule (SeedSequence(base).spawn(r+1)[r]) and are shared by
   every HA mode and sweep point of one replication (common random numbers);
-- serial, process and Dask executors give identical tables for the same runs;
+- serial, process and Dask executors give identical tables for the same runs, with
+  their workers forked or not; they fork only from a process without other threads;
 - a run that raises is recorded (status, "Type: message") and the batch goes on;
 - a batch killed with SIGKILL part-way and rerun ends with exactly the tables of an
   uninterrupted batch, and the rerun recomputes only the missing runs.
@@ -12,6 +13,7 @@ What is proved:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -125,7 +127,18 @@ def _batch(out: Path, executor: str, **kw: object) -> pd.DataFrame:
                      progress=False, **kw)
 
 
-def test_serial_and_process_give_identical_tables(tmp_path: Path) -> None:
+def _no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The executors' other start method (forkserver, spawn), as in a process with
+    threads of its own. The forked path is tested in fresh processes below: this one may
+    run threads that earlier tests left (distributed's offload thread)."""
+    import hasim.batch as batch
+
+    monkeypatch.setattr(batch, "_fork_ok", lambda: False)
+
+
+def test_serial_and_process_give_identical_tables(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_fork(monkeypatch)
     runs = _batch(tmp_path / "serial", "serial")
     assert list(runs["status"]) == ["ok"] * 4
     assert list(runs["scenario"]) == ["local-lb"] * 2 + ["default-mode"] * 2
@@ -142,11 +155,87 @@ def test_serial_and_process_give_identical_tables(tmp_path: Path) -> None:
     assert res.config(row["run_id"]) == _small("local-lb.yaml").resolved()
 
 
-def test_dask_local_cluster_gives_identical_tables(tmp_path: Path) -> None:
+def test_dask_local_cluster_gives_identical_tables(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("distributed")
+    _no_fork(monkeypatch)
     _batch(tmp_path / "serial", "serial")
-    _batch(tmp_path / "dask", "dask", jobs=2)  # LocalCluster, 2 worker processes
+    _batch(tmp_path / "dask", "dask", jobs=2)  # LocalCluster, 2 spawned worker processes
     assert_same_results(tmp_path / "serial", tmp_path / "dask")
+
+
+def test_forked_dask_workers_give_identical_tables(tmp_path: Path) -> None:
+    """``hasim run --executor dask`` in a fresh process, which runs no other thread: its
+    LocalCluster's workers are forked (see the next test)."""
+    pytest.importorskip("distributed")
+    path = tmp_path / "small.yaml"
+    path.write_text((SCEN / "local-lb.yaml").read_text())
+    args = ["--reps", "2", "--set", "duration=3m", "--set", "cluster.generate.nodes=3", "-q"]
+    done = subprocess.run([sys.executable, "-m", "hasim", "run", str(path), "--out",
+                           str(tmp_path / "dask"), "--executor", "dask", "--jobs", "2",
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert main(["run", str(path), "--out", str(tmp_path / "serial"), "--executor",
+                 "serial", *args]) == 0
+    assert_same_results(tmp_path / "serial", tmp_path / "dask")
+
+
+# What a batch's worker sees of its parent: a value set at run time in the parent (not in
+# any source file) is there in a forked worker only. Run as a script in a fresh process.
+_START_PROBE = """
+import json, sys, threading
+from concurrent.futures import ProcessPoolExecutor
+
+import distributed
+
+import hasim.batch as hb
+
+
+def seen():
+    import hasim.batch
+    return getattr(hasim.batch, "probe", None)
+
+
+def probe():
+    fork_ok = hb._fork_ok()
+    with ProcessPoolExecutor(1, mp_context=hb._mp_context()) as pool:
+        process = pool.submit(seen).result()
+    with hb._local_cluster(1) as cluster, distributed.Client(cluster) as client:
+        dask = list(client.run(seen).values())
+    return {"fork_ok": fork_ok, "process": process, "dask": dask}
+
+
+if __name__ == "__main__":
+    hb.probe = "set in the parent"
+    report = {"alone": probe()}
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        report["with a thread"] = probe()
+    finally:
+        stop.set()
+        other.join()
+    print(json.dumps(report))
+"""
+
+
+def test_workers_fork_only_from_a_process_without_other_threads(tmp_path: Path) -> None:
+    """Both executors fork their workers from a process that runs no thread but its
+    main one (a forked child starts with the imports done); from one with another thread
+    (a notebook kernel has several) the process pool's workers fork from a forkserver and
+    Dask's are spawned: neither sees the parent's run-time state."""
+    pytest.importorskip("distributed")
+    script = tmp_path / "probe.py"
+    script.write_text(_START_PROBE)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["alone"] == {"fork_ok": True, "process": "set in the parent",
+                               "dask": ["set in the parent"]}
+    assert report["with a thread"] == {"fork_ok": False, "process": None, "dask": [None]}
 
 
 def test_a_local_cluster_runs_with_the_quiet_dask_settings() -> None:
