@@ -12,13 +12,15 @@ Run alone: ``.venv/bin/python benchmarks/batch.py [--nodes N] [--reps N] [--swee
    whatever the batch: starting its workers and their imports, closing them.
 3. A sweep four times as long (2 x 80 replications by default), the size Dask is meant
    for (goal: Dask LocalCluster >= 1.6x). With W the serial time and F the fixed cost,
-   n workers can do no better than W / (W / n + F): with F of some 2.5 s on 2 cores,
-   the 40-run batch (W about 20 s) caps Dask at about 1.6x, a sweep of 80 s at 1.9x.
+   n workers can do no better than W / (W / n + F): with F of some 2.5 s on 2 cores
+   (spawned workers), the 40-run batch (W about 20 s) caps Dask at about 1.6x, a sweep
+   of 80 s at 1.9x; with forked workers (F about 0.6 s), 1.9x and 2.0x.
 
 Nothing is asserted: the ratios depend on the machine and on what else runs on it (the
 load average is printed beside them). Each executor's time includes its own start-up
-(importing distributed, the process pool's forkserver importing hasim, the Dask
-LocalCluster's workers), since a user pays it on every ``hasim run``.
+(importing distributed, starting the process pool's or the Dask LocalCluster's workers,
+forked from the batch's process since it runs no other thread), since a user pays it on
+every ``hasim run``.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def timed(executor: str, nodes: int, duration: str, reps: int, jobs: int | None
 
     Each batch runs in a fresh child process, timed there from the call of ``run_batch``:
     so every batch pays what a ``hasim run`` pays (importing distributed for Dask, starting
-    the process pool's forkserver), and none inherits a pool or an import from the one
-    before it."""
+    the workers), and none inherits a pool, an import or a thread from the one before
+    it."""
     out = Path(tempfile.mkdtemp(prefix=f"hasim-bench-{executor}-"))
     code = "\n".join([
         "import json, sys, time",
