@@ -431,14 +431,16 @@ def _local_cluster(workers: int) -> Any:
 
     The workers are forked from this process when :func:`_fork_ok` allows it
     (``distributed.worker.multiprocessing-method: fork``, one of the three methods
-    distributed offers): a spawned worker imports distributed, pandas and hasim before
-    its first run and tears them down when the cluster closes, 2.0-2.3 s of a batch's
+    distributed offers): spawned workers import distributed, pandas and hasim before
+    their first run and tear them down when the cluster closes, 1.8-2.1 s of a batch's
     wall time on 2 cores against 0.2 s forked (docs/performance.md, seventh round). The
-    only other threads then are distributed's own (its event loop and the nannies'
-    process watchers, one of which forks). Forking from a server that imported hasim,
-    as the process executor does otherwise, was measured and dropped: Dask's forkserver
-    imports every optional package of distributed first, which cost more than the
-    workers' own imports."""
+    other threads at a fork are then distributed's and multiprocessing's own (its event
+    loop, the nannies' process watchers, one of which forks, and queue feeders), which
+    reset what they hold in a forked child. After a first cluster, distributed keeps
+    its offload thread, and a later one in this process is spawned. Forking from a
+    server that imported hasim, as the process executor does otherwise, was measured
+    and dropped: Dask's forkserver imports every optional package of distributed first,
+    which cost more than the workers' own imports."""
     import logging
 
     import dask
