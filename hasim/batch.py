@@ -350,13 +350,45 @@ def _mp_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int | None = None) -> None:
     """Workers leave Ctrl-C to the parent, which cancels what has not started and lets
-    the running runs finish and store themselves."""
+    the running runs finish and store themselves; and they end with the process that
+    started them (``parent``, when known).
+
+    A pool's worker waits on its task queue once its run is stored. When the batch's
+    process was killed alone (by the OOM killer, or a SIGKILL to its pid), nothing told
+    the workers to leave: they stayed, each with its memory, until killed by hand. On
+    Linux the kernel now sends a worker SIGTERM when its parent ends
+    (``PR_SET_PDEATHSIG``). A forked worker's parent is the batch's process. A
+    forkserver's workers (a caller with threads of its own) are the server's, which does
+    not end while they run (each holds its end of the pipe the server watches for the
+    batch's): they stay as before, and end with the server. The run a worker had under
+    way is lost, as the batch's own would be; the files of a run are written atomically,
+    and a rerun computes it."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        _end_with_parent(parent)
     _one_thread_per_worker()
+
+
+#: prctl(2)'s option: the signal this process gets when the thread that made it ends.
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int | None) -> None:
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc or musl
+        return
+    # The parent may have ended before the prctl: this process was then handed to another.
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def _run_process(todo: Sequence[RunTask], out: Path, tables: Sequence[str], sink: Sink,
@@ -364,8 +396,11 @@ def _run_process(todo: Sequence[RunTask], out: Path, tables: Sequence[str], sink
     from concurrent.futures.process import BrokenProcessPool
 
     workers = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
-                               initializer=_worker_init)
+    context = _mp_context()
+    # A forked worker's parent is this process; the forkserver's are the server's.
+    parent = os.getpid() if context.get_start_method() == "fork" else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=_worker_init, initargs=(parent,))
     try:
         # Keep a bounded window in flight so memory stays flat on big batches.
         pending: dict[Future[Any], RunTask] = {}

@@ -392,6 +392,61 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_tables(tmp_path: Pat
     assert_same_results(killed, clean)
 
 
+_LONG_BATCH = """
+import sys
+
+from hasim import load_scenario
+from hasim.batch import run_batch
+
+if __name__ == "__main__":
+    runs = load_scenario(sys.argv[2]).with_overrides({"duration": "10m"})
+    run_batch(runs, out=sys.argv[1], reps=50, executor="process", jobs=2, progress=False)
+"""
+
+
+def test_forked_workers_end_when_the_batch_is_killed_alone(tmp_path: Path) -> None:
+    """SIGKILL to the batch's process only, not its group (the OOM killer's way): its
+    pool's forked workers end too. (A forkserver's do not: the server waits for them,
+    they for tasks; see ``_worker_init``.)"""
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "batch.py"
+    script.write_text(_LONG_BATCH)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(script), str(out),
+                             str(SCEN / "local-lb.yaml")], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+    def running(p: Any) -> bool:  # an orphan's zombie, if nobody reaps it, has ended
+        try:
+            return bool(p.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return False
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list((out / "runs").glob("run-*.json"))) >= 2:
+                break  # the workers are up and storing runs
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert len(started) == 2, [p.cmdline() for p in started]  # two forked workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(running(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in started if running(p)], [p.cmdline() for p in started]
+    finally:
+        try:  # whatever is left of the batch: its process group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 # --- figures -----------------------------------------------------------------------------
 
 
