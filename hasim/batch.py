@@ -350,45 +350,65 @@ def _mp_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _worker_init(parent: int | None = None) -> None:
+def _worker_init(batch: int, forked: bool) -> None:
     """Workers leave Ctrl-C to the parent, which cancels what has not started and lets
-    the running runs finish and store themselves; and they end with the process that
-    started them (``parent``, when known).
+    the running runs finish and store themselves; and they end with the batch's process
+    (pid ``batch``).
 
     A pool's worker waits on its task queue once its run is stored. When the batch's
     process was killed alone (by the OOM killer, or a SIGKILL to its pid), nothing told
-    the workers to leave: they stayed, each with its memory, until killed by hand. On
-    Linux the kernel now sends a worker SIGTERM when its parent ends
-    (``PR_SET_PDEATHSIG``). A forked worker's parent is the batch's process. A
-    forkserver's workers (a caller with threads of its own) are the server's, which does
-    not end while they run (each holds its end of the pipe the server watches for the
-    batch's): they stay as before, and end with the server. The run a worker had under
-    way is lost, as the batch's own would be; the files of a run are written atomically,
-    and a rerun computes it."""
+    the workers to leave: they stayed, each with its memory, until killed by hand, and
+    so did a forkserver, which waits for its workers. On Linux a worker now ends with
+    SIGTERM when the batch's process does (:func:`_end_with`). The run it had under way
+    is lost, as the batch's own would be; a run's files are written atomically, and a
+    rerun computes it."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
-        _end_with_parent(parent)
+        _end_with(batch, forked)
     _one_thread_per_worker()
 
 
 #: prctl(2)'s option: the signal this process gets when the thread that made it ends.
-PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG = 1
 
 
-def _end_with_parent(parent: int | None) -> None:
-    import ctypes
+def _end_with(batch: int, forked: bool) -> None:
+    """SIGTERM to this worker when process ``batch`` ends.
+
+    A forked worker's parent is the batch's process: the kernel sends the signal when
+    it ends (``PR_SET_PDEATHSIG``). A forkserver's worker is the server's child, and
+    the server does not end before its workers (each holds its end of the pipe the
+    server watches for the batch's): a thread waits on a pidfd of the batch's process
+    instead. If the batch ended before either was set up, the worker leaves at once."""
     import signal
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc or musl
+    if forked:
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # pragma: no cover - not glibc or musl
+            return
+        if os.getppid() != batch:  # handed to another parent: the batch has ended
+            os._exit(1)
         return
-    # The parent may have ended before the prctl: this process was then handed to another.
-    if parent is not None and os.getppid() != parent:
+    try:
+        pidfd = os.pidfd_open(batch)
+    except ProcessLookupError:
         os._exit(1)
+    except OSError:  # pragma: no cover - a kernel older than 5.3
+        return
+
+    def watch() -> None:
+        import select
+
+        select.select([pidfd], [], [])  # readable once the process has ended
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="hasim-batch-watch", daemon=True).start()
 
 
 def _run_process(todo: Sequence[RunTask], out: Path, tables: Sequence[str], sink: Sink,
@@ -397,10 +417,8 @@ def _run_process(todo: Sequence[RunTask], out: Path, tables: Sequence[str], sink
 
     workers = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     context = _mp_context()
-    # A forked worker's parent is this process; the forkserver's are the server's.
-    parent = os.getpid() if context.get_start_method() == "fork" else None
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=_worker_init, initargs=(parent,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
+                               initargs=(os.getpid(), context.get_start_method() == "fork"))
     try:
         # Keep a bounded window in flight so memory stays flat on big batches.
         pending: dict[Future[Any], RunTask] = {}

@@ -393,27 +393,31 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_tables(tmp_path: Pat
 
 
 _LONG_BATCH = """
-import sys
+import sys, threading
 
 from hasim import load_scenario
 from hasim.batch import run_batch
 
 if __name__ == "__main__":
+    if sys.argv[3] == "with a thread":  # the pool's workers then fork from a forkserver
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
     runs = load_scenario(sys.argv[2]).with_overrides({"duration": "10m"})
     run_batch(runs, out=sys.argv[1], reps=50, executor="process", jobs=2, progress=False)
 """
 
 
-def test_forked_workers_end_when_the_batch_is_killed_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("caller", ["alone", "with a thread"])
+def test_the_pools_workers_end_when_the_batch_is_killed_alone(tmp_path: Path,
+                                                              caller: str) -> None:
     """SIGKILL to the batch's process only, not its group (the OOM killer's way): its
-    pool's forked workers end too. (A forkserver's do not: the server waits for them,
-    they for tasks; see ``_worker_init``.)"""
+    pool's workers end too, forked, or from a forkserver, which then ends with its
+    resource tracker."""
     psutil = pytest.importorskip("psutil")
     script = tmp_path / "batch.py"
     script.write_text(_LONG_BATCH)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(script), str(out),
-                             str(SCEN / "local-lb.yaml")], cwd=tmp_path,
+                             str(SCEN / "local-lb.yaml"), caller], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -432,7 +436,8 @@ def test_forked_workers_end_when_the_batch_is_killed_alone(tmp_path: Path) -> No
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         started = psutil.Process(proc.pid).children(recursive=True)
-        assert len(started) == 2, [p.cmdline() for p in started]  # two forked workers
+        # Two forked workers; or a forkserver, its two workers and a resource tracker.
+        assert len(started) == (2 if caller == "alone" else 4), [p.cmdline() for p in started]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 30
