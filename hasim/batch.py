@@ -350,7 +350,7 @@ def _mp_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _worker_init(batch: int, forked: bool) -> None:
+def _worker_init(batch: int) -> None:
     """Workers leave Ctrl-C to the parent, which cancels what has not started and lets
     the running runs finish and store themselves; and they end with the batch's process
     (pid ``batch``).
@@ -366,35 +366,18 @@ def _worker_init(batch: int, forked: bool) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
-        _end_with(batch, forked)
+        _end_with(batch)
     _one_thread_per_worker()
 
 
-#: prctl(2)'s option: the signal this process gets when the thread that made it ends.
-_PR_SET_PDEATHSIG = 1
-
-
-def _end_with(batch: int, forked: bool) -> None:
-    """SIGTERM to this worker when process ``batch`` ends.
-
-    A forked worker's parent is the batch's process: the kernel sends the signal when
-    it ends (``PR_SET_PDEATHSIG``). A forkserver's worker is the server's child, and
-    the server does not end before its workers (each holds its end of the pipe the
-    server watches for the batch's): a thread waits on a pidfd of the batch's process
-    instead. If the batch ended before either was set up, the worker leaves at once."""
+def _end_with(batch: int) -> None:
+    """SIGTERM to this worker when process ``batch`` ends: a thread waits on a pidfd of
+    it. A forked worker is the batch's child; a forkserver's is the server's, and the
+    server does not end before its workers (each holds its end of the pipe the server
+    watches for the batch's), so the kernel's parent-death signal would not reach it:
+    one mechanism for both. If the batch has already ended, the worker leaves at once."""
     import signal
 
-    if forked:
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):  # pragma: no cover - not glibc or musl
-            return
-        if os.getppid() != batch:  # handed to another parent: the batch has ended
-            os._exit(1)
-        return
     try:
         pidfd = os.pidfd_open(batch)
     except ProcessLookupError:
@@ -416,9 +399,8 @@ def _run_process(todo: Sequence[RunTask], out: Path, tables: Sequence[str], sink
     from concurrent.futures.process import BrokenProcessPool
 
     workers = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    context = _mp_context()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
-                               initargs=(os.getpid(), context.get_start_method() == "fork"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
+                               initializer=_worker_init, initargs=(os.getpid(),))
     try:
         # Keep a bounded window in flight so memory stays flat on big batches.
         pending: dict[Future[Any], RunTask] = {}
