@@ -356,6 +356,16 @@ def _cmd(out: Path, executor: str) -> list[str]:
             "--executor", executor, "--jobs", "2", "-q", "--set", "duration=10m"]
 
 
+def _wait_for_runs(out: Path, proc: subprocess.Popen[Any], runs: int) -> None:
+    """Until the batch ``proc`` has stored ``runs`` runs in ``out`` (their completion
+    markers), or has ended, or 120 s have passed."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((out / "runs").glob("run-*.json"))) >= runs:
+            return
+        time.sleep(0.01)
+
+
 def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_tables(tmp_path: Path) -> None:
     total = 2 * REPS
     killed = tmp_path / "killed"
@@ -363,14 +373,8 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_tables(tmp_path: Pat
     proc = subprocess.Popen(_cmd(killed, "process"), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    deadline = time.monotonic() + 120
-    done = 0
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = len(list((killed / "runs").glob("run-*.json")))
-            if done >= 3:
-                break
-            time.sleep(0.01)
+        _wait_for_runs(killed, proc, 3)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the batch and its workers, at once
         proc.wait()
@@ -429,11 +433,7 @@ def test_the_pools_workers_end_when_the_batch_is_killed_alone(tmp_path: Path,
             return False
 
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(list((out / "runs").glob("run-*.json"))) >= 2:
-                break  # the workers are up and storing runs
-            time.sleep(0.05)
+        _wait_for_runs(out, proc, 2)  # the workers are up and storing runs
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         started = psutil.Process(proc.pid).children(recursive=True)
         # Two forked workers; or a forkserver, its two workers and a resource tracker.
