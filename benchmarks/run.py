@@ -20,8 +20,9 @@ its range, and the load average is printed beside it.
   most 11), each 10,000-node run against the mean of the 1,000-node runs just before and
   after it (three on each side); the median of ``--repeat`` such ratios, with their
   range. For context, the same bracketed comparison of hasim's kernel alone
-  (:func:`bare_kernel`) at the two runs' numbers of pending processes: what ten times as
-  many processes cost per event when no model object is touched; and one run at each
+  (:func:`bare_kernel`) and of stock SimPy at the two runs' numbers of pending
+  processes: what ten times as many processes cost per event when no model object is
+  touched, on this host, today; and one run at each
   of two sizes in between (2,000 and 4,000 nodes), for the cost per event against size:
   where it grows, and where it stops growing.
 - sampling: a 10,000-node local-HAProxy run with sampled clients (``sampling.nodes``)
@@ -111,21 +112,25 @@ def hasim_run(nodes: int, kind: str, sample: int = 0) -> dict[str, float]:
             "wall_s": wall, "pending": float(result.timing.get("pending", 0))}
 
 
-def bare_kernel(procs: int, seconds: float = 300.0, period: float = 10.0) -> dict[str, float]:
+def bare_kernel(procs: int, seconds: float = 300.0, period: float = 10.0,
+                stock: bool = False) -> dict[str, float]:
     """Events per second of hasim's kernel alone with ``procs`` processes that do what a
     heartbeat does in time, and nothing else: wait a random phase, then a millisecond
     (the request) and ``period`` (x 1 + 0.04 U, the jitter) in turn. The scale
     benchmark runs it at the small and the big run's pending processes: how much more an
-    event costs among ten times as many processes when no model object is touched."""
-    env = Environment()
+    event costs among ten times as many processes when no model object is touched.
+
+    ``stock``: the same processes on a stock :class:`simpy.Environment`, waiting on
+    ``env.timeout``: the bare SimPy that issue 8 measures hasim against, at both sizes."""
+    env: Any = simpy.Environment() if stock else Environment()
     rnd = random.Random(1)
-    sleep = env.sleep
+    wait = env.timeout if stock else env.sleep
 
     def loop():  # type: ignore[no-untyped-def]
-        yield sleep(rnd.uniform(0.0, period))
+        yield wait(rnd.uniform(0.0, period))
         while True:
-            yield sleep(0.001)
-            yield sleep(period * (1 + 0.04 * rnd.random()))
+            yield wait(0.001)
+            yield wait(period * (1 + 0.04 * rnd.random()))
 
     for _ in range(procs):
         env.process(loop())
@@ -241,14 +246,20 @@ def scale(kind: str, big: int, sample: int, repeat: int) -> None:
     print(f"  wall-time ratio {big:,} / {big // 10:,} nodes: {_spread(ratios)}   (goal <= 11)")
     print(f"    the event loop alone: {_spread(loop_ratios)}")
     # The kernel alone, at each run's pending processes, bracketed the same way (one
-    # small run per gap: at 300 simulated seconds it is no shorter than a big one's tenth).
+    # small run per gap: at 300 simulated seconds it is no shorter than a big one's tenth);
+    # then stock SimPy, the baseline issue 8 names, at the same sizes. What ten times as
+    # many processes cost per event with no model object touched: the host's share.
     few, many = int(smalls[0]["pending"]), int(bigs[0]["pending"])
-    kgaps, kbigs = _alternating(f"bare_kernel({few})", f"bare_kernel({many})", repeat, 1)
-    per_event = [1 / r for r in _bracketed(kgaps, kbigs, "rate")]  # rates: small over big
-    print(f"  context: hasim's kernel alone, {many:,} vs {few:,} processes waking as "
-          f"heartbeats do: an event costs {_spread(per_event)} x as much "
-          f"(the loop ratio over the event ratio above: "
-          f"{statistics.median(loop_ratios) / (bigs[0]['events'] / smalls[0]['events']):.2f})")
+    loop_per_event = statistics.median(loop_ratios) / (bigs[0]["events"] / smalls[0]["events"])
+    for label, stock in (("hasim's kernel alone", False), ("stock SimPy (env.timeout)", True)):
+        kgaps, kbigs = _alternating(f"bare_kernel({few}, stock={stock})",
+                                    f"bare_kernel({many}, stock={stock})", repeat, 1)
+        per_event = [1 / r for r in _bracketed(kgaps, kbigs, "rate")]  # rates: small over big
+        print(f"  context: {label}, {many:,} vs {few:,} processes waking as heartbeats do: "
+              f"an event costs {_spread(per_event)} x as much; ten times the events "
+              f"{10 * statistics.median(per_event):.1f} x the time")
+    print(f"    hasim's event loop: an event costs {loop_per_event:.2f} x as much at {big:,} "
+          f"nodes (the loop ratio over the event ratio)")
     # The cost per event against size, one run at each size in between: it grows while
     # the model outgrows the caches and then stays flat (docs/performance.md).
     mids = {n: _child(f"hasim_run({n}, {kind!r})") for n in (big // 5, 2 * big // 5)}
