@@ -49,8 +49,10 @@ class Host:
 
     @property
     def default_address(self) -> str:
-        """Ansible's address for the host: ``ansible_host``, which defaults to its name."""
-        return str(self.vars.get("ansible_host") or self.name)
+        """Ansible's address for the host: ``ansible_host``, else its older spelling
+        ``ansible_ssh_host`` (kargo's 2016 ``inventory.example``), else the host name."""
+        return str(self.vars.get("ansible_host") or self.vars.get("ansible_ssh_host")
+                   or self.name)
 
     @property
     def ip(self) -> str:

@@ -22,6 +22,7 @@ A third rule set (a fork's) is one small module that builds a :class:`RuleSet` a
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,17 @@ class HostView:
         return dict(lb)
 
 
+def ipwrap(address: str) -> str:
+    """``ansible.utils.ipwrap``: an IPv6 address in brackets, anything else as it is, so
+    that ``scheme://ADDRESS:PORT`` is a URL for both families."""
+    try:
+        if isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address):
+            return f"[{address}]"
+    except ValueError:
+        pass
+    return address
+
+
 def ansible_bool(value: Any) -> bool:
     """Ansible's ``bool`` filter: ``yes/on/1/true`` (any case) are true, the rest false."""
     if isinstance(value, bool):
@@ -210,7 +222,7 @@ def _apiserver_2016(h: HostView) -> str | None:
         return f"http://localhost:{h.port('kube_apiserver_insecure_port')}"
     if h.flag("loadbalancer_apiserver_localhost"):
         return f"https://localhost:{h.port('kube_apiserver_port')}"
-    return f"https://{h.first_master.access_ip}:{h.port('kube_apiserver_port')}"
+    return f"https://{ipwrap(h.first_master.access_ip)}:{h.port('kube_apiserver_port')}"
 
 
 def _local_lb_2016(h: HostView) -> tuple[str, list[str]] | None:
@@ -221,7 +233,7 @@ def _local_lb_2016(h: HostView) -> tuple[str, list[str]] | None:
     if not h.flag("loadbalancer_apiserver_localhost"):
         return None
     sp = h.port("kube_apiserver_port")
-    return _local_lb_kind(h), [f"https://{m.access_ip}:{sp}" for m in h.cluster.masters]
+    return _local_lb_kind(h), [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
 
 
 def _local_lb_kind(h: HostView) -> str:
@@ -238,7 +250,10 @@ def _local_lb_kind(h: HostView) -> str:
 
 
 def _etcd_members(h: HostView, scheme: str) -> list[str]:
-    return [f"{scheme}://{m.access_ip}:{ETCD_CLIENT_PORT}" for m in h.cluster.etcd_members]
+    # Current kubespray: `groups['etcd'] | default(groups['kube_control_plane'])`, so with
+    # no etcd group (etcd_deployment_type: kubeadm) the control-plane hosts are the members.
+    members = h.cluster.etcd_members or (h.cluster.masters if scheme == "https" else ())
+    return [f"{scheme}://{ipwrap(m.access_ip)}:{ETCD_CLIENT_PORT}" for m in members]
 
 
 def _etcd_2016(h: HostView) -> list[str]:
@@ -277,7 +292,8 @@ def _external_2016(h: HostView) -> tuple[str, int, list[str]] | None:
         return None
     sp = h.port("kube_apiserver_port")
     lp = h.port("loadbalancer_apiserver.port", lb.get("port", sp))
-    return str(lb["address"]), lp, [f"https://{m.access_ip}:{sp}" for m in h.cluster.masters]
+    servers = [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
+    return str(lb["address"]), lp, servers
 
 
 HA_MODE_2016 = register(
@@ -327,13 +343,13 @@ def _apiserver_2026(h: HostView) -> str | None:
     lb = h.external_lb()
     if lb is not None:
         port = h.port("loadbalancer_apiserver.port", lb.get("port", 6443))
-        return f"https://{_domain_2026(h)}:{port}"
+        return f"https://{ipwrap(_domain_2026(h))}:{port}"
     if not h.is_master and _localhost_lb_2026(h):
         return f"https://localhost:{h.port('loadbalancer_apiserver_port')}"
     if h.is_master:
         # The apiserver binds `::`; kubespray points local clients at 127.0.0.1.
         return f"https://127.0.0.1:{h.port('kube_apiserver_port')}"
-    return f"https://{h.first_master.access_ip}:{h.port('kube_apiserver_port')}"
+    return f"https://{ipwrap(h.first_master.access_ip)}:{h.port('kube_apiserver_port')}"
 
 
 def _local_lb_2026(h: HostView) -> tuple[str, list[str]] | None:
@@ -342,7 +358,7 @@ def _local_lb_2026(h: HostView) -> tuple[str, list[str]] | None:
     if not _localhost_lb_2026(h):
         return None
     sp = h.port("kube_apiserver_port")
-    return _local_lb_kind(h), [f"https://{m.access_ip}:{sp}" for m in h.cluster.masters]
+    return _local_lb_kind(h), [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
 
 
 def _etcd_2026(h: HostView) -> list[str]:
@@ -359,14 +375,9 @@ def _no_flannel_etcd(h: HostView) -> str | None:
 
 
 def _etc_hosts_2026(h: HostView) -> list[str]:
-    lb = h.external_lb()
-    if lb is None or not h.in_k8s:
-        return []
-    domain = _domain_2026(h)
-    # An entry mapping the address to itself, or localhost to anything, would be noise.
-    if domain in {str(lb["address"]), "localhost"}:
-        return []
-    return [f"{lb['address']} {domain}"]
+    # kubespray stopped writing the LB line into /etc/hosts in July 2025 (kubespray #12382,
+    # commit 3fc552fcb): the LB domain must resolve through DNS.
+    return []
 
 
 def _external_2026(h: HostView) -> tuple[str, int, list[str]] | None:
@@ -375,7 +386,8 @@ def _external_2026(h: HostView) -> tuple[str, int, list[str]] | None:
         return None
     sp = h.port("kube_apiserver_port")
     port = h.port("loadbalancer_apiserver.port", lb.get("port", 6443))
-    return str(lb["address"]), port, [f"https://{m.access_ip}:{sp}" for m in h.cluster.masters]
+    servers = [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
+    return str(lb["address"]), port, servers
 
 
 KUBESPRAY_2026_01 = register(
@@ -450,6 +462,7 @@ __all__ = [
     "ansible_bool",
     "evaluate_endpoints",
     "get_rules",
+    "ipwrap",
     "register",
     "NODE",
 ]

@@ -56,7 +56,10 @@ _MAGIC_VARS = frozenset(
 
 # ansible_* variables are connection/internal settings, except these, which the simulator
 # uses as host addresses (ansible_default_ipv4 is normally a fact but may be set by hand).
-_KEPT_ANSIBLE_VARS = frozenset({"ansible_host", "ansible_port", "ansible_default_ipv4"})
+# ansible_ssh_host is the pre-2.0 spelling of ansible_host (kargo's 2016 inventory.example).
+_KEPT_ANSIBLE_VARS = frozenset(
+    {"ansible_host", "ansible_ssh_host", "ansible_port", "ansible_default_ipv4"}
+)
 
 _YAML_SUFFIXES = (".yml", ".yaml", ".json")
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import networkx as nx
 
+from hasim.endpoints import ipwrap
 from hasim.errors import ScenarioError
 from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
 from hasim.topology import build_topology
@@ -96,7 +97,7 @@ def nginx_conf(spec: NginxSpec, servers: list[tuple[str, str, int]], listen: str
     if spec.fail_timeout != 10.0:
         extra += f" fail_timeout={_ms(spec.fail_timeout)}"
     balance = "    least_conn;\n" if spec.balance == "least_conn" else ""
-    lines = "".join(f"    server {addr}:{port}{extra};\n" for _, addr, port in servers)
+    lines = "".join(f"    server {ipwrap(addr)}:{port}{extra};\n" for _, addr, port in servers)
     nu = ""
     if not spec.proxy_next_upstream:
         nu += "    proxy_next_upstream off;\n"
@@ -172,7 +173,7 @@ def _server_check(spec: Any) -> str:
 def haproxy_local_cfg(spec: LocalHAProxySpec, servers: list[tuple[str, str, int]],
                       listen: str) -> str:
     """kubespray's haproxy.cfg for the local LB, with the scenario's parameters."""
-    lines = "".join(f"  server {name} {addr}:{port}{_server_check(spec)}\n"
+    lines = "".join(f"  server {name} {ipwrap(addr)}:{port}{_server_check(spec)}\n"
                     for name, addr, port in servers)
     redispatch = "    option                  redispatch\n" if spec.redispatch else ""
     return f"""global
@@ -204,7 +205,7 @@ def haproxy_external_cfg(spec: ExternalHAProxySpec, servers: list[tuple[str, str
         check = f" check check-ssl verify none inter {int(spec.inter * 1000)}"
         if spec.fall != 3 or spec.rise != 2:
             check += f" rise {spec.rise} fall {spec.fall}"
-    lines = "".join(f"    server {name} {addr}:{port}{check}\n" for name, addr, port in servers)
+    lines = "".join(f"    server {name} {ipwrap(addr)}:{port}{check}\n" for name, addr, port in servers)
     redispatch = "    option redispatch\n" if spec.redispatch else ""
     retries = f"    retries {spec.retries}\n" if spec.retries != 3 else ""
     timeouts = ""

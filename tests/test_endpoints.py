@@ -459,7 +459,8 @@ def test_2026_rule_1_port_defaults_to_6443() -> None:
         assert eps[h].apiserver == "https://10.9.9.9:6443", h
 
 
-def test_2026_rule_1_custom_domain_and_etc_hosts() -> None:
+def test_2026_rule_1_custom_domain_and_no_etc_hosts_line() -> None:
+    # Kubespray removed the LB line from /etc/hosts in July 2025 (KS #12382, 3fc552fcb).
     eps = evaluate(
         {"loadbalancer_apiserver": EXT_LB, "apiserver_loadbalancer_domain_name": "api.example.com"},
         rules=K26,
@@ -467,7 +468,7 @@ def test_2026_rule_1_custom_domain_and_etc_hosts() -> None:
     )
     for h in MASTERS + NODES:
         assert eps[h].apiserver == "https://api.example.com:8383", h
-        assert eps[h].etc_hosts == ["10.9.9.9 api.example.com"], h
+        assert eps[h].etc_hosts == [], h
     for e in ETCD_HOSTS:
         assert eps[e].apiserver is None, e
         assert eps[e].etc_hosts == [], e
@@ -639,3 +640,67 @@ def test_error_unknown_rules_argument() -> None:
     with pytest.raises(hasim.ScenarioError) as exc:
         hasim.evaluate_endpoints(sc.cluster, rules="ha-mode-2015")
     assert "ha-mode-2015" in str(exc.value)
+
+
+# --- issue 19: host address, IPv6, etcd on the control plane --------------------------------
+
+
+def test_ansible_ssh_host_is_the_default_address_of_a_2016_inventory(tmp_path: Any) -> None:
+    # kargo's 2016 inventory.example: `node1 ansible_ssh_host=10.99.0.26`, no ip/access_ip.
+    inv = tmp_path / "inventory.ini"
+    inv.write_text(
+        "[kube-master]\nnode1 ansible_ssh_host=10.99.0.26\n"
+        "[etcd]\nnode1\n"
+        "[kube-node]\nnode2 ansible_ssh_host=10.99.0.27\n"
+        "[k8s-cluster:children]\nkube-node\nkube-master\n"
+    )
+    from hasim.scenario import cluster_from_inventory
+
+    cluster = cluster_from_inventory(inv, source=str(inv), field="inventory")
+    eps = hasim.evaluate_endpoints(cluster, "ha-mode-2016")
+    assert eps["node2"].apiserver == "https://10.99.0.26:443"
+    assert eps["node2"].etcd == ["http://127.0.0.1:2379"]
+    assert eps["node2"].etcd_proxy_backends == ["http://10.99.0.26:2379"]
+
+
+def _v6_hosts() -> dict[str, dict[str, Any]]:
+    hosts = _hosts()
+    for i, name in enumerate(("master1", "master2", "master3", "node1", "node2"), start=1):
+        hosts[name]["ip"] = f"fd00:20::{i}"
+        hosts[name]["access_ip"] = f"fd00:20::{i}"
+    return hosts
+
+
+@pytest.mark.parametrize("rules", ["ha-mode-2016", K26])
+def test_ipv6_addresses_are_bracketed_in_every_url(rules: str) -> None:
+    # ansible.utils.ipwrap, as kubespray's templates apply it: https://[fd00:20::1]:6443.
+    from urllib.parse import urlsplit
+
+    port = 443 if rules == "ha-mode-2016" else 6443
+    # The default row: the first master's address, written into the URL.
+    plain = {"loadbalancer_apiserver_localhost": False}
+    eps = hasim.evaluate_endpoints(scenario(plain, hosts=_v6_hosts(), rules=rules))
+    lb = hasim.evaluate_endpoints(
+        scenario({"loadbalancer_apiserver_localhost": True}, hosts=_v6_hosts(), rules=rules)
+    )
+    assert lb["node1"].local_lb_backends[0] == f"https://[fd00:20::1]:{port}"
+    assert eps["node1"].apiserver == f"https://[fd00:20::1]:{port}"
+    if rules == K26:
+        assert eps["node1"].etcd[0] == "https://[fd00:20::1]:2379"
+    for e in [*eps.values(), *lb.values()]:
+        for url in [e.apiserver, *e.etcd, *e.etcd_proxy_backends, *e.local_lb_backends]:
+            if url is None:
+                continue
+            parts = urlsplit(url)
+            assert parts.hostname is not None and parts.port is not None, url
+
+
+def test_2026_etcd_on_the_control_plane_without_an_etcd_group() -> None:
+    # roles/kubespray_defaults: etcd_hosts = groups['etcd'] | default(groups['kube_control_plane']).
+    hosts = _hosts()
+    for name in MASTERS:
+        hosts[name]["groups"] = ["kube-master"]
+    eps = hasim.evaluate_endpoints(
+        scenario({"etcd_deployment_type": "kubeadm"}, hosts=hosts, rules=K26)
+    )
+    assert eps["node1"].etcd == [f"https://192.168.0.{i}:2379" for i in (1, 2, 3)]
