@@ -57,6 +57,8 @@ class Endpoints:
     etcd_proxy_backends: list[str] = field(default_factory=list)
     #: The ONE endpoint flannel's config writer is given (``--etcd-server``), if any.
     flannel_etcd: str | None = None
+    #: Whether an etcd member runs on this host (the rule set's ``etcd_hosts``).
+    etcd_member: bool = False
     #: Where the external LB sends traffic (its server lines), when one is configured.
     external_lb_backends: list[str] = field(default_factory=list)
     #: The external LB's address (the VIP of the HA doc) and port, when configured.
@@ -160,6 +162,11 @@ def ansible_bool(value: Any) -> bool:
     return str(value).strip().lower() in {"yes", "on", "1", "true", "y", "t"}
 
 
+def etcd_group(cluster: Cluster) -> tuple[Host, ...]:
+    """The etcd members as the 2016 rules place them: the hosts of group ``etcd``."""
+    return cluster.etcd_members
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """An endpoint rule set: variable defaults plus one function per question."""
@@ -174,6 +181,8 @@ class RuleSet:
     flannel_etcd: Callable[[HostView], str | None]
     etc_hosts: Callable[[HostView], list[str]]
     external_lb: Callable[[HostView], tuple[str, int, list[str]] | None]
+    #: The hosts that run an etcd member, in the order clients are given them.
+    etcd_hosts: Callable[[Cluster], tuple[Host, ...]] = etcd_group
 
 
 RULES: dict[str, RuleSet] = {}
@@ -249,10 +258,7 @@ def _local_lb_kind(h: HostView) -> str:
     return kind
 
 
-def _etcd_members(h: HostView, scheme: str) -> list[str]:
-    # Current kubespray: `groups['etcd'] | default(groups['kube_control_plane'])`, so with
-    # no etcd group (etcd_deployment_type: kubeadm) the control-plane hosts are the members.
-    members = h.cluster.etcd_members or (h.cluster.masters if scheme == "https" else ())
+def _etcd_members(members: tuple[Host, ...], scheme: str) -> list[str]:
     return [f"{scheme}://{ipwrap(m.access_ip)}:{ETCD_CLIENT_PORT}" for m in members]
 
 
@@ -260,7 +266,7 @@ def _etcd_2016(h: HostView) -> list[str]:
     if not h.in_k8s:
         return []
     if h.flag("etcd_multiaccess"):
-        return _etcd_members(h, "http")
+        return _etcd_members(h.cluster.etcd_members, "http")
     return [f"http://127.0.0.1:{ETCD_CLIENT_PORT}"]
 
 
@@ -270,7 +276,7 @@ def _etcd_proxy_2016(h: HostView) -> list[str]:
     # cannot be bound twice), which is kargo's `is_etcd_proxy` fact of 2016.
     if not h.in_k8s or ETCD in h.host.groups or h.flag("etcd_multiaccess"):
         return []
-    return _etcd_members(h, "http")
+    return _etcd_members(h.cluster.etcd_members, "http")
 
 
 def _flannel_2016(h: HostView) -> str | None:
@@ -361,8 +367,14 @@ def _local_lb_2026(h: HostView) -> tuple[str, list[str]] | None:
     return _local_lb_kind(h), [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
 
 
+def _etcd_hosts_2026(cluster: Cluster) -> tuple[Host, ...]:
+    # `etcd_hosts: groups['etcd'] | default(groups['kube_control_plane'])`: with no etcd
+    # group (etcd_deployment_type: kubeadm) the control-plane hosts are the members.
+    return cluster.etcd_members or cluster.masters
+
+
 def _etcd_2026(h: HostView) -> list[str]:
-    return _etcd_members(h, "https") if h.in_k8s else []
+    return _etcd_members(_etcd_hosts_2026(h.cluster), "https") if h.in_k8s else []
 
 
 def _no_proxy(h: HostView) -> list[str]:
@@ -402,6 +414,7 @@ KUBESPRAY_2026_01 = register(
         flannel_etcd=_no_flannel_etcd,
         etc_hosts=_etc_hosts_2026,
         external_lb=_external_2026,
+        etcd_hosts=_etcd_hosts_2026,
     )
 )
 
@@ -431,6 +444,7 @@ def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict
             field="groups.kube-master",
         )
     out: dict[str, Endpoints] = {}
+    etcd_hosts = {m.name for m in rule_set.etcd_hosts(cluster)}
     for host in cluster.hosts:
         view = HostView(host, cluster, rule_set.defaults, cluster.source)
         lb = rule_set.local_lb(view)
@@ -446,6 +460,7 @@ def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict
             local_lb_backends=lb[1] if lb else [],
             etcd_proxy_backends=rule_set.etcd_proxy_backends(view),
             flannel_etcd=rule_set.flannel_etcd(view),
+            etcd_member=host.name in etcd_hosts,
             external_lb_backends=ext[2] if ext else [],
             external_lb_address=ext[0] if ext else None,
             external_lb_port=ext[1] if ext else None,
@@ -460,6 +475,7 @@ __all__ = [
     "RULES",
     "RuleSet",
     "ansible_bool",
+    "etcd_group",
     "evaluate_endpoints",
     "get_rules",
     "ipwrap",

@@ -205,7 +205,8 @@ def haproxy_external_cfg(spec: ExternalHAProxySpec, servers: list[tuple[str, str
         check = f" check check-ssl verify none inter {int(spec.inter * 1000)}"
         if spec.fall != 3 or spec.rise != 2:
             check += f" rise {spec.rise} fall {spec.fall}"
-    lines = "".join(f"    server {name} {ipwrap(addr)}:{port}{check}\n" for name, addr, port in servers)
+    lines = "".join(f"    server {name} {ipwrap(addr)}:{port}{check}\n"
+                    for name, addr, port in servers)
     redispatch = "    option redispatch\n" if spec.redispatch else ""
     retries = f"    retries {spec.retries}\n" if spec.retries != 3 else ""
     timeouts = ""

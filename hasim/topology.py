@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import networkx as nx
 
-from hasim.cluster import ETCD, MASTER, Cluster
+from hasim.cluster import MASTER, Cluster
 from hasim.endpoints import DEFAULT_RULES, Endpoints, evaluate_endpoints, get_rules
 from hasim.errors import ScenarioError
 
@@ -91,7 +91,7 @@ class _Builder:
             ep = self.endpoints[h.name]
             if MASTER in h.groups:
                 self._add(h.name, "apiserver")
-            if ETCD in h.groups:
+            if ep.etcd_member:
                 self._add(h.name, "etcd")
             if ep.local_lb:
                 self._add(h.name, "lb", kind=ep.local_lb)

@@ -700,7 +700,10 @@ def test_2026_etcd_on_the_control_plane_without_an_etcd_group() -> None:
     hosts = _hosts()
     for name in MASTERS:
         hosts[name]["groups"] = ["kube-master"]
-    eps = hasim.evaluate_endpoints(
-        scenario({"etcd_deployment_type": "kubeadm"}, hosts=hosts, rules=K26)
-    )
+    kubeadm_etcd = scenario({"etcd_deployment_type": "kubeadm"}, hosts=hosts, rules=K26)
+    eps = hasim.evaluate_endpoints(kubeadm_etcd)
     assert eps["node1"].etcd == [f"https://192.168.0.{i}:2379" for i in (1, 2, 3)]
+    # The topology places the members where the clients are sent: on the control plane.
+    g = hasim.build_topology(kubeadm_etcd)
+    etcd_hosts = sorted(d["host"] for _, d in g.nodes(data=True) if d["component"] == "etcd")
+    assert etcd_hosts == sorted(MASTERS)
