@@ -242,7 +242,13 @@ def _local_lb_2016(h: HostView) -> tuple[str, list[str]] | None:
     if not h.flag("loadbalancer_apiserver_localhost"):
         return None
     sp = h.port("kube_apiserver_port")
-    return _local_lb_kind(h), [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
+    return _local_lb_kind(h), _apiservers(h, sp)
+
+
+def _apiservers(h: HostView, port: int) -> list[str]:
+    """Every master's apiserver at its access address, in inventory order: the server
+    lines of a local or external LB (kubespray's templates loop over the same group)."""
+    return [f"https://{ipwrap(m.access_ip)}:{port}" for m in h.cluster.masters]
 
 
 def _local_lb_kind(h: HostView) -> str:
@@ -298,8 +304,7 @@ def _external_2016(h: HostView) -> tuple[str, int, list[str]] | None:
         return None
     sp = h.port("kube_apiserver_port")
     lp = h.port("loadbalancer_apiserver.port", lb.get("port", sp))
-    servers = [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
-    return str(lb["address"]), lp, servers
+    return str(lb["address"]), lp, _apiservers(h, sp)
 
 
 HA_MODE_2016 = register(
@@ -364,7 +369,7 @@ def _local_lb_2026(h: HostView) -> tuple[str, list[str]] | None:
     if not _localhost_lb_2026(h):
         return None
     sp = h.port("kube_apiserver_port")
-    return _local_lb_kind(h), [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
+    return _local_lb_kind(h), _apiservers(h, sp)
 
 
 def _etcd_hosts_2026(cluster: Cluster) -> tuple[Host, ...]:
@@ -398,8 +403,7 @@ def _external_2026(h: HostView) -> tuple[str, int, list[str]] | None:
         return None
     sp = h.port("kube_apiserver_port")
     port = h.port("loadbalancer_apiserver.port", lb.get("port", 6443))
-    servers = [f"https://{ipwrap(m.access_ip)}:{sp}" for m in h.cluster.masters]
-    return str(lb["address"]), port, servers
+    return str(lb["address"]), port, _apiservers(h, sp)
 
 
 KUBESPRAY_2026_01 = register(
