@@ -33,18 +33,26 @@ def _cluster_and_rules(path: str, rules: str | None) -> tuple[object, str]:
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
-    """Print every host's apiserver and etcd endpoints."""
-    from hasim.endpoints import evaluate_endpoints
+    """Print every host's apiserver and etcd endpoints (or, with --diff, where two rule
+    sets disagree); warnings go to stderr and, with --format json, into the document."""
+    from hasim.endpoints import endpoint_warnings, evaluate_endpoints
 
+    if args.diff:
+        return _endpoints_diff(args)
     subject, rules = _cluster_and_rules(args.path, args.rules)
     cluster = getattr(subject, "cluster", subject)
     eps = evaluate_endpoints(cluster, rules)
+    warnings = endpoint_warnings(cluster, rules)
+    for w in warnings:
+        print(f"hasim: warning: {w}", file=sys.stderr)
     if args.format == "json":
-        doc = {"rules": rules, "hosts": {h: e.as_dict() for h, e in eps.items()}}
+        doc = {"rules": rules, "hosts": {h: e.as_dict() for h, e in eps.items()},
+               "warnings": warnings}
         print(json.dumps(doc, indent=2))
         return 0
-    rows = [("HOST", "ROLES", "APISERVER", "ETCD", "/etc/hosts")]
+    rows = [("HOST", "ROLES", "APISERVER", "ETCD", "/etc/hosts", "LOCAL LB")]
     for h, e in eps.items():
+        lb = e.local_balancer
         rows.append(
             (
                 h,
@@ -52,12 +60,51 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
                 e.apiserver or "-",
                 ",".join(e.etcd) or "-",
                 "; ".join(e.etc_hosts) or "-",
+                f"{lb.kind} {','.join(lb.listen)} -> {len(lb.backends)}" if lb else "-",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"rules: {rules}")
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _endpoints_diff(args: argparse.Namespace) -> int:
+    """Only the host/field cells where two rule sets disagree; exit 0 either way."""
+    from hasim.endpoints import diff_endpoints, endpoint_warnings
+
+    rules_a, rules_b = args.diff
+    subject, _ = _cluster_and_rules(args.path, rules_a)
+    _cluster_and_rules(args.path, rules_b)
+    cluster = getattr(subject, "cluster", subject)
+    diff = diff_endpoints(cluster, rules_a, rules_b)
+    for rules in (rules_a, rules_b):
+        for w in endpoint_warnings(cluster, rules):
+            print(f"hasim: warning: {rules}: {w}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps({"rules": [rules_a, rules_b], "hosts": diff}, indent=2))
+        return 0
+    if not diff:
+        print(f"{rules_a} and {rules_b} agree on every host")
+        return 0
+
+    def cell(value: object) -> str:
+        if isinstance(value, dict):  # a local LB
+            return f"{value['kind']} {','.join(value['listen'])} -> {','.join(value['backends'])}"
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value) or "-"
+        return "-" if value is None else str(value)
+
+    rows: list[tuple[str, ...]] = [("HOST", "FIELD", rules_a, rules_b)]
+    for host, fields in diff.items():
+        for name, values in fields.items():
+            rows.append((host, name, cell(values[rules_a]), cell(values[rules_b])))
+    _print_table(rows)
     return 0
 
 
@@ -244,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a scenario file or an Ansible inventory (file or directory)")
     p.add_argument("--rules", help="rule set (default: the scenario's, else ha-mode-2016)")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--diff", nargs=2, metavar=("RULES_A", "RULES_B"),
+                   help="show only the host/field cells where two rule sets disagree")
 
     p = sub.add_parser("topology", help="the component graph, its audit and drawing")
     p.add_argument("path", help="a scenario file or an Ansible inventory (file or directory)")

@@ -46,6 +46,10 @@ class Host:
     name: str
     groups: frozenset[str]
     vars: Mapping[str, Any] = field(default_factory=dict)
+    #: The host's groups as its inventory spelled them (``kube-master``,
+    #: ``kube_control_plane``, ...); empty for inline and generated hosts. Current
+    #: kubespray treats the spellings differently (docs/model.md, "Group names").
+    spelled_groups: frozenset[str] = frozenset()
 
     @property
     def default_address(self) -> str:
@@ -119,7 +123,8 @@ class Cluster:
         """
         if not extra:
             return self
-        hosts = tuple(Host(h.name, h.groups, {**h.vars, **extra}) for h in self.hosts)
+        hosts = tuple(Host(h.name, h.groups, {**h.vars, **extra}, h.spelled_groups)
+                      for h in self.hosts)
         return Cluster(hosts, self.groups, self.source)
 
 
@@ -127,13 +132,15 @@ def build_cluster(
     hosts: Iterable[tuple[str, Iterable[str], Mapping[str, Any]]],
     source: str = "<inline>",
     group_order: Mapping[str, Iterable[str]] | None = None,
+    spellings: Mapping[str, Iterable[str]] | None = None,
 ) -> Cluster:
     """A :class:`Cluster` from ``(name, groups, vars)`` triples in inventory order.
 
     Group names are normalised; ``k8s-cluster`` always contains every master and node,
     as kubespray's inventories define it with ``[k8s-cluster:children]``. ``group_order``
     gives a group's member order where it differs from host order (Ansible lists a
-    group's members in the order the group names them).
+    group's members in the order the group names them). ``spellings`` maps a host to its
+    group names as an inventory wrote them (:attr:`Host.spelled_groups`).
     """
     records = [(name, {canonical_group(g) for g in groups}, dict(v)) for name, groups, v in hosts]
     members: dict[str, list[str]] = {}
@@ -156,8 +163,10 @@ def build_cluster(
             if name not in in_k8s:
                 k8s.append(name)
                 in_k8s.add(name)
+    spelled = spellings or {}
     host_objs = tuple(
-        Host(name, frozenset(groups | ({K8S} if name in in_k8s else set())), v)
+        Host(name, frozenset(groups | ({K8S} if name in in_k8s else set())), v,
+             frozenset(spelled.get(name, ())))
         for name, groups, v in records
     )
     if not members[K8S]:

@@ -1,29 +1,24 @@
-"""Endpoint rule sets: which URL every host uses to reach the apiserver and etcd.
+"""Endpoint rules: which URL every host uses to reach the apiserver and etcd.
 
-A rule set is data (its variable defaults) plus a few small functions of one host. Two
-ship with hasim:
+A rule set is data (its variable defaults) plus a few small functions of one host; the
+three that ship with hasim live in :mod:`hasim.rules` (docs/model.md, "Endpoint rules"):
 
 ``ha-mode-2016`` (the default)
-    The table of kubespray's ``docs/ha-mode.md`` of October 2016 (MODEL.md §1.1, §1.3).
-    The table is the specification: in kubespray's own code of that month the local-LB
-    row could not be reached (a misindented ``when:`` forced
-    ``loadbalancer_apiserver_localhost`` to false until commit 32a54534, 2016-11-21) and
-    an external LB without ``port`` fell through to the default row until kubespray #5529
-    (2020). hasim implements what the doc says.
-
+    The table of kubespray's ``docs/ha-mode.md`` of October 2016: what the doc promised.
+``kargo-2016-10``
+    kubespray's (then kargo's) own code of the doc's day: what a 2016 cluster really got.
 ``kubespray-2026-01``
-    kubespray's ``roles/kubespray_defaults`` as of January 2026 (MODEL.md §1.2): first
-    match wins, no insecure port, etcd reached directly over TLS, the LB domain defaulting
-    to ``localhost`` or to the external LB's address.
+    kubespray's ``roles/kubespray_defaults`` as of January 2026: today.
 
-A third rule set (a fork's) is one small module that builds a :class:`RuleSet` and calls
-:func:`register`.
+A fork's rule set is one small module that builds a :class:`RuleSet` and calls
+:func:`register`. This module holds what the rule sets share: the per-host view of the
+variables, the address helpers, evaluation, warnings and the comparison of two rule sets.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +30,24 @@ ETCD_CLIENT_PORT = 2379
 
 
 @dataclass(frozen=True)
+class LocalLB:
+    """A load balancer on the host itself that kubelet and kube-proxy reach on localhost."""
+
+    #: ``nginx`` or ``haproxy``.
+    kind: str
+    #: The addresses it listens on, ``ADDRESS:PORT`` (``*`` for every address).
+    listen: list[str]
+    #: Its upstream servers (URLs of the apiservers), in upstream order.
+    backends: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "listen": list(self.listen), "backends": list(self.backends)}
+
+
+@dataclass(frozen=True)
 class Endpoints:
-    """What one host's components connect to (CONTRACT.md: ``apiserver``, ``etcd``,
-    ``etc_hosts``, ``roles``), plus what the topology needs to place proxies.
+    """What one host's components connect to (docs/interfaces.md: ``apiserver``, ``etcd``,
+    ``etc_hosts``, ``roles``, ``local_lb``), plus what the topology needs to place proxies.
 
     ``apiserver`` is the URL kubelet and kube-proxy use (on a 2016 master also the
     controller-manager and scheduler); None on hosts outside ``k8s-cluster``.
@@ -53,6 +63,8 @@ class Endpoints:
     local_lb: str | None = None
     #: The local LB's upstream servers (URLs of the apiservers), in upstream order.
     local_lb_backends: list[str] = field(default_factory=list)
+    #: The local LB's listen addresses (``ADDRESS:PORT``).
+    local_lb_listen: list[str] = field(default_factory=list)
     #: Backends of the etcd proxy on this host; empty when no proxy runs here.
     etcd_proxy_backends: list[str] = field(default_factory=list)
     #: The ONE endpoint flannel's config writer is given (``--etcd-server``), if any.
@@ -65,13 +77,22 @@ class Endpoints:
     external_lb_address: str | None = None
     external_lb_port: int | None = None
 
+    @property
+    def local_balancer(self) -> LocalLB | None:
+        """The local LB as one value, or None when none runs on the host."""
+        if self.local_lb is None:
+            return None
+        return LocalLB(self.local_lb, list(self.local_lb_listen), list(self.local_lb_backends))
+
     def as_dict(self) -> dict[str, Any]:
-        """The CONTRACT.md JSON form of this host's endpoints."""
+        """The JSON form of this host's endpoints (docs/interfaces.md)."""
+        lb = self.local_balancer
         return {
             "roles": list(self.roles),
             "apiserver": self.apiserver,
             "etcd": list(self.etcd),
             "etc_hosts": list(self.etc_hosts),
+            "local_lb": lb.as_dict() if lb else None,
         }
 
 
@@ -89,9 +110,17 @@ class HostView:
         value = self.host.var(name)
         return self.defaults.get(name) if value is None else value
 
+    def defined(self, name: str) -> bool:
+        """Whether the inventory itself sets ``name`` (Jinja2's ``is defined``)."""
+        return self.host.var(name) is not None
+
     def flag(self, name: str) -> bool:
         """A boolean variable read as Ansible's ``| bool`` filter reads it."""
         return ansible_bool(self.var(name))
+
+    def field(self, name: str) -> str:
+        """Where an error about variable ``name`` of this host points."""
+        return f"hostvars.{self.host.name}.{name}"
 
     def port(self, name: str, value: Any = None) -> int:
         """A port variable (or ``value``) as an int, with a clear error when it is not one."""
@@ -100,11 +129,12 @@ class HostView:
             port = int(raw)
         except (TypeError, ValueError):
             raise ScenarioError(
-                f"expected a TCP port number, got {raw!r}", file=self.source, field=name
+                f"expected a TCP port number, got {raw!r}", file=self.source,
+                field=self.field(name),
             ) from None
         if not 0 < port < 65536:
             raise ScenarioError(f"port {port} is out of range 1-65535", file=self.source,
-                                field=name)
+                                field=self.field(name))
         return port
 
     @property
@@ -120,6 +150,10 @@ class HostView:
         """``groups['kube-master'][0]``: the first master in inventory order."""
         return self.cluster.masters[0]
 
+    def view(self, host: Host) -> HostView:
+        """Another host through the same rule set (``hostvars[other]``)."""
+        return HostView(host, self.cluster, self.defaults, self.source)
+
     def external_lb(self) -> dict[str, Any] | None:
         """``loadbalancer_apiserver`` when defined, checked to be a map with an address."""
         lb = self.var("loadbalancer_apiserver")
@@ -129,13 +163,13 @@ class HostView:
             raise ScenarioError(
                 f"must be a map with 'address' (and optionally 'port'), got {lb!r}",
                 file=self.source,
-                field="loadbalancer_apiserver",
+                field=self.field("loadbalancer_apiserver"),
             )
         if not lb.get("address"):
             raise ScenarioError(
                 "the external load balancer map has no 'address'",
                 file=self.source,
-                field="loadbalancer_apiserver.address",
+                field=self.field("loadbalancer_apiserver.address"),
             )
         return dict(lb)
 
@@ -149,6 +183,14 @@ def ipwrap(address: str) -> str:
     except ValueError:
         pass
     return address
+
+
+def is_ipv6(address: str) -> bool:
+    """Whether ``address`` is an IPv6 address (a name or an IPv4 address is not)."""
+    try:
+        return isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address)
+    except ValueError:
+        return False
 
 
 def ansible_bool(value: Any) -> bool:
@@ -167,6 +209,40 @@ def etcd_group(cluster: Cluster) -> tuple[Host, ...]:
     return cluster.etcd_members
 
 
+def access_address(h: HostView) -> str:
+    """A host's ``access_ip | default(ip | default(<its address>))`` (the 2016 rules)."""
+    return h.host.access_ip
+
+
+def apiserver_urls(h: HostView, port: int,
+                   address: Callable[[HostView], str] = access_address) -> list[str]:
+    """Every master's apiserver at its access address, in inventory order: the server
+    lines of a local or external LB (kubespray's templates loop over the same group)."""
+    return [f"https://{ipwrap(address(h.view(m)))}:{port}" for m in h.cluster.masters]
+
+
+def etcd_urls(h: HostView, members: Sequence[Host], scheme: str,
+              address: Callable[[HostView], str] = access_address) -> list[str]:
+    """``scheme://ADDRESS:2379`` of every etcd member, in group order."""
+    return [f"{scheme}://{ipwrap(address(h.view(m)))}:{ETCD_CLIENT_PORT}" for m in members]
+
+
+def local_lb_kind(h: HostView) -> str:
+    """``loadbalancer_apiserver_type``, checked: ``nginx`` or ``haproxy``."""
+    kind = str(h.var("loadbalancer_apiserver_type")).lower()
+    if kind not in {"nginx", "haproxy"}:
+        raise ScenarioError(
+            f"expected nginx or haproxy, got {kind!r}",
+            file=h.source,
+            field=h.field("loadbalancer_apiserver_type"),
+        )
+    return kind
+
+
+def no_warnings(views: Sequence[HostView], eps: Mapping[str, Endpoints]) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """An endpoint rule set: variable defaults plus one function per question."""
@@ -175,7 +251,7 @@ class RuleSet:
     summary: str
     defaults: Mapping[str, Any]
     apiserver: Callable[[HostView], str | None]
-    local_lb: Callable[[HostView], tuple[str, list[str]] | None]
+    local_lb: Callable[[HostView], LocalLB | None]
     etcd: Callable[[HostView], list[str]]
     etcd_proxy_backends: Callable[[HostView], list[str]]
     flannel_etcd: Callable[[HostView], str | None]
@@ -183,6 +259,8 @@ class RuleSet:
     external_lb: Callable[[HostView], tuple[str, int, list[str]] | None]
     #: The hosts that run an etcd member, in the order clients are given them.
     etcd_hosts: Callable[[Cluster], tuple[Host, ...]] = etcd_group
+    #: What the user should know about this inventory under these rules (one line each).
+    warnings: Callable[[Sequence[HostView], Mapping[str, Endpoints]], list[str]] = no_warnings
 
 
 RULES: dict[str, RuleSet] = {}
@@ -205,236 +283,37 @@ def get_rules(name: str, source: str = "<scenario>") -> RuleSet:
         ) from None
 
 
-# --- ha-mode-2016 --------------------------------------------------------------------------
-
-_DEFAULTS_2016: Mapping[str, Any] = {
-    "kube_apiserver_insecure_port": 8080,
-    "kube_apiserver_port": 443,
-    "apiserver_loadbalancer_domain_name": "lb-apiserver.kubernetes.local",
-    "loadbalancer_apiserver_localhost": False,
-    "etcd_multiaccess": False,
-    "loadbalancer_apiserver_type": "nginx",
-}
-
-
-def _apiserver_2016(h: HostView) -> str | None:
-    if not h.in_k8s:
-        return None
-    lb = h.external_lb()
-    if lb is not None:
-        # External LB overrides any localhost LB, for masters and nodes alike.
-        sp = h.port("kube_apiserver_port")
-        lp = h.port("loadbalancer_apiserver.port", lb.get("port", sp))
-        return f"https://{h.var('apiserver_loadbalancer_domain_name')}:{lp}"
-    if h.is_master:
-        # Masters reach their own apiserver on the insecure port (k8s < 1.5 TLS bugs).
-        return f"http://localhost:{h.port('kube_apiserver_insecure_port')}"
-    if h.flag("loadbalancer_apiserver_localhost"):
-        return f"https://localhost:{h.port('kube_apiserver_port')}"
-    return f"https://{ipwrap(h.first_master.access_ip)}:{h.port('kube_apiserver_port')}"
-
-
-def _local_lb_2016(h: HostView) -> tuple[str, list[str]] | None:
-    # The nginx proxy runs on every non-master k8s-cluster host when the local LB is on
-    # and no external LB overrides it.
-    if not h.in_k8s or h.is_master or h.external_lb() is not None:
-        return None
-    if not h.flag("loadbalancer_apiserver_localhost"):
-        return None
-    sp = h.port("kube_apiserver_port")
-    return _local_lb_kind(h), _apiservers(h, sp)
-
-
-def _apiservers(h: HostView, port: int) -> list[str]:
-    """Every master's apiserver at its access address, in inventory order: the server
-    lines of a local or external LB (kubespray's templates loop over the same group)."""
-    return [f"https://{ipwrap(m.access_ip)}:{port}" for m in h.cluster.masters]
-
-
-def _local_lb_kind(h: HostView) -> str:
-    # 2016 kubespray shipped nginx only; hasim also reads `loadbalancer_apiserver_type`
-    # (current kubespray's switch) so that a local HAProxy can be compared on the 2016 table.
-    kind = str(h.var("loadbalancer_apiserver_type")).lower()
-    if kind not in {"nginx", "haproxy"}:
-        raise ScenarioError(
-            f"expected nginx or haproxy, got {kind!r}",
-            file=h.source,
-            field="loadbalancer_apiserver_type",
-        )
-    return kind
-
-
-def _etcd_members(members: tuple[Host, ...], scheme: str) -> list[str]:
-    return [f"{scheme}://{ipwrap(m.access_ip)}:{ETCD_CLIENT_PORT}" for m in members]
-
-
-def _etcd_2016(h: HostView) -> list[str]:
-    if not h.in_k8s:
-        return []
-    if h.flag("etcd_multiaccess"):
-        return _etcd_members(h.cluster.etcd_members, "http")
-    return [f"http://127.0.0.1:{ETCD_CLIENT_PORT}"]
-
-
-def _etcd_proxy_2016(h: HostView) -> list[str]:
-    # A proxy fronts the members on 127.0.0.1:2379 of every k8s-cluster host, except a
-    # host that is itself an etcd member: its member already listens there (the port
-    # cannot be bound twice), which is kargo's `is_etcd_proxy` fact of 2016.
-    if not h.in_k8s or ETCD in h.host.groups or h.flag("etcd_multiaccess"):
-        return []
-    return _etcd_members(h.cluster.etcd_members, "http")
-
-
-def _flannel_2016(h: HostView) -> str | None:
-    # flannel's pod takes ONE --etcd-server: the first of the list, so no HA (HA doc).
-    urls = _etcd_2016(h)
-    return urls[0] if urls else None
-
-
-def _etc_hosts_2016(h: HostView) -> list[str]:
-    lb = h.external_lb()
-    if lb is None or not h.in_k8s:
-        return []
-    return [f"{lb['address']} {h.var('apiserver_loadbalancer_domain_name')}"]
-
-
-def _external_2016(h: HostView) -> tuple[str, int, list[str]] | None:
-    lb = h.external_lb()
-    if lb is None:
-        return None
-    sp = h.port("kube_apiserver_port")
-    lp = h.port("loadbalancer_apiserver.port", lb.get("port", sp))
-    return str(lb["address"]), lp, _apiservers(h, sp)
-
-
-HA_MODE_2016 = register(
-    RuleSet(
-        name="ha-mode-2016",
-        summary="kubespray docs/ha-mode.md, October 2016 (the doc's table)",
-        defaults=_DEFAULTS_2016,
-        apiserver=_apiserver_2016,
-        local_lb=_local_lb_2016,
-        etcd=_etcd_2016,
-        etcd_proxy_backends=_etcd_proxy_2016,
-        flannel_etcd=_flannel_2016,
-        etc_hosts=_etc_hosts_2016,
-        external_lb=_external_2016,
-    )
-)
-
-
-# --- kubespray-2026-01 ---------------------------------------------------------------------
-
-_DEFAULTS_2026: Mapping[str, Any] = {
-    "kube_apiserver_port": 6443,
-    "loadbalancer_apiserver_port": 6443,
-    "loadbalancer_apiserver_type": "nginx",
-}
-
-
-def _localhost_lb_2026(h: HostView) -> bool:
-    # Default: on exactly when no external LB is defined.
-    value = h.host.var("loadbalancer_apiserver_localhost")
-    return h.external_lb() is None if value is None else ansible_bool(value)
-
-
-def _domain_2026(h: HostView) -> str:
-    domain = h.var("apiserver_loadbalancer_domain_name")
-    if domain:
-        return str(domain)
-    if _localhost_lb_2026(h):
-        return "localhost"
-    lb = h.external_lb()
-    return str(lb["address"]) if lb else "localhost"
-
-
-def _apiserver_2026(h: HostView) -> str | None:
-    if not h.in_k8s:
-        return None
-    lb = h.external_lb()
-    if lb is not None:
-        port = h.port("loadbalancer_apiserver.port", lb.get("port", 6443))
-        return f"https://{ipwrap(_domain_2026(h))}:{port}"
-    if not h.is_master and _localhost_lb_2026(h):
-        return f"https://localhost:{h.port('loadbalancer_apiserver_port')}"
-    if h.is_master:
-        # The apiserver binds `::`; kubespray points local clients at 127.0.0.1.
-        return f"https://127.0.0.1:{h.port('kube_apiserver_port')}"
-    return f"https://{ipwrap(h.first_master.access_ip)}:{h.port('kube_apiserver_port')}"
-
-
-def _local_lb_2026(h: HostView) -> tuple[str, list[str]] | None:
-    if not h.in_k8s or h.is_master or h.external_lb() is not None:
-        return None
-    if not _localhost_lb_2026(h):
-        return None
-    sp = h.port("kube_apiserver_port")
-    return _local_lb_kind(h), _apiservers(h, sp)
-
-
-def _etcd_hosts_2026(cluster: Cluster) -> tuple[Host, ...]:
-    # `etcd_hosts: groups['etcd'] | default(groups['kube_control_plane'])`: with no etcd
-    # group (etcd_deployment_type: kubeadm) the control-plane hosts are the members.
-    return cluster.etcd_members or cluster.masters
-
-
-def _etcd_2026(h: HostView) -> list[str]:
-    return _etcd_members(_etcd_hosts_2026(h.cluster), "https") if h.in_k8s else []
-
-
-def _no_proxy(h: HostView) -> list[str]:
-    return []
-
-
-def _no_flannel_etcd(h: HostView) -> str | None:
-    # Current flannel keeps its state in the Kubernetes API (kube-subnet-mgr), not in etcd.
-    return None
-
-
-def _etc_hosts_2026(h: HostView) -> list[str]:
-    # kubespray stopped writing the LB line into /etc/hosts in July 2025 (kubespray #12382,
-    # commit 3fc552fcb): the LB domain must resolve through DNS.
-    return []
-
-
-def _external_2026(h: HostView) -> tuple[str, int, list[str]] | None:
-    lb = h.external_lb()
-    if lb is None:
-        return None
-    sp = h.port("kube_apiserver_port")
-    port = h.port("loadbalancer_apiserver.port", lb.get("port", 6443))
-    return str(lb["address"]), port, _apiservers(h, sp)
-
-
-KUBESPRAY_2026_01 = register(
-    RuleSet(
-        name="kubespray-2026-01",
-        summary="kubespray roles/kubespray_defaults, January 2026",
-        defaults=_DEFAULTS_2026,
-        apiserver=_apiserver_2026,
-        local_lb=_local_lb_2026,
-        etcd=_etcd_2026,
-        etcd_proxy_backends=_no_proxy,
-        flannel_etcd=_no_flannel_etcd,
-        etc_hosts=_etc_hosts_2026,
-        external_lb=_external_2026,
-        etcd_hosts=_etcd_hosts_2026,
-    )
-)
-
-
 # --- evaluation ----------------------------------------------------------------------------
 
+#: Variables that must hold an IP address when set (kubespray binds and signs them), and
+#: the family they must be of (None: either).
+_ADDRESS_VARS: Mapping[str, type | None] = {
+    "ip": None,
+    "access_ip": None,
+    "ip6": ipaddress.IPv6Address,
+    "access_ip6": ipaddress.IPv6Address,
+}
 
-def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict[str, Endpoints]:
-    """Every host's :class:`Endpoints` under a rule set, in inventory order.
 
-    ``cluster`` is a :class:`~hasim.cluster.Cluster` or anything with a ``cluster``
-    attribute that is one (a :class:`~hasim.scenario.Scenario`). ``rules`` names the rule
-    set; when None, a scenario's own rule set is used, else ``ha-mode-2016``. Raises
-    :class:`ScenarioError` when the cluster cannot be evaluated: no master, or a
-    malformed ``loadbalancer_apiserver``.
-    """
+def _check_addresses(host: Host, source: str) -> None:
+    for name, family in _ADDRESS_VARS.items():
+        value = host.var(name)
+        if value is None:
+            continue
+        try:
+            parsed = ipaddress.ip_address(str(value).strip())
+        except ValueError:
+            raise ScenarioError(
+                f"{value!r} is not an IP address (kubespray binds and signs certificates "
+                "for it; put a host name in ansible_host instead)",
+                file=source, field=f"hostvars.{host.name}.{name}",
+            ) from None
+        if family is not None and not isinstance(parsed, family):
+            raise ScenarioError(f"{value!r} is not an IPv6 address", file=source,
+                                field=f"hostvars.{host.name}.{name}")
+
+
+def _resolve(cluster: Any, rules: str | RuleSet | None) -> tuple[Cluster, RuleSet]:
     if not isinstance(cluster, Cluster):
         if rules is None:
             rules = getattr(cluster, "rules", None)
@@ -447,10 +326,23 @@ def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict
             file=cluster.source,
             field="groups.kube-master",
         )
+    return cluster, rule_set
+
+
+def _views(cluster: Cluster, rule_set: RuleSet) -> list[HostView]:
+    views = []
+    for host in cluster.hosts:
+        _check_addresses(host, cluster.source)
+        views.append(HostView(host, cluster, rule_set.defaults, cluster.source))
+    return views
+
+
+def _evaluate(cluster: Cluster, rule_set: RuleSet,
+              views: Sequence[HostView]) -> dict[str, Endpoints]:
     out: dict[str, Endpoints] = {}
     etcd_hosts = {m.name for m in rule_set.etcd_hosts(cluster)}
-    for host in cluster.hosts:
-        view = HostView(host, cluster, rule_set.defaults, cluster.source)
+    for view in views:
+        host = view.host
         lb = rule_set.local_lb(view)
         ext = rule_set.external_lb(view)
         out[host.name] = Endpoints(
@@ -460,8 +352,9 @@ def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict
             apiserver=rule_set.apiserver(view),
             etcd=rule_set.etcd(view),
             etc_hosts=rule_set.etc_hosts(view),
-            local_lb=lb[0] if lb else None,
-            local_lb_backends=lb[1] if lb else [],
+            local_lb=lb.kind if lb else None,
+            local_lb_backends=list(lb.backends) if lb else [],
+            local_lb_listen=list(lb.listen) if lb else [],
             etcd_proxy_backends=rule_set.etcd_proxy_backends(view),
             flannel_etcd=rule_set.flannel_etcd(view),
             etcd_member=host.name in etcd_hosts,
@@ -472,17 +365,77 @@ def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict
     return out
 
 
+def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict[str, Endpoints]:
+    """Every host's :class:`Endpoints` under a rule set, in inventory order.
+
+    ``cluster`` is a :class:`~hasim.cluster.Cluster` or anything with a ``cluster``
+    attribute that is one (a :class:`~hasim.scenario.Scenario`). ``rules`` names the rule
+    set; when None, a scenario's own rule set is used, else ``ha-mode-2016``. Raises
+    :class:`ScenarioError` when the cluster cannot be evaluated: no master, an ``ip`` or
+    ``access_ip`` that is not an address, or a malformed ``loadbalancer_apiserver``.
+    """
+    cluster, rule_set = _resolve(cluster, rules)
+    return _evaluate(cluster, rule_set, _views(cluster, rule_set))
+
+
+def endpoint_warnings(cluster: Any, rules: str | RuleSet | None = None) -> list[str]:
+    """What a user should know about how kubespray treats this cluster under ``rules``:
+    skipped hosts, names that must resolve through DNS, settings the code overrides.
+
+    One sentence each, in a stable order; empty when there is nothing to say.
+    """
+    cluster, rule_set = _resolve(cluster, rules)
+    views = _views(cluster, rule_set)
+    return rule_set.warnings(views, _evaluate(cluster, rule_set, views))
+
+
+#: The per-host cells :func:`diff_endpoints` compares, in output order.
+DIFF_FIELDS = ("roles", "apiserver", "etcd", "etc_hosts", "local_lb")
+
+
+def diff_endpoints(cluster: Any, rules_a: str, rules_b: str) -> dict[str, dict[str, Any]]:
+    """The host/field cells where two rule sets disagree, with both values.
+
+    ``{HOST: {FIELD: {rules_a: value, rules_b: value}}}`` in inventory order, only hosts
+    with a difference; values are in the JSON form of :meth:`Endpoints.as_dict`.
+    """
+    a = {h: e.as_dict() for h, e in evaluate_endpoints(cluster, rules_a).items()}
+    b = {h: e.as_dict() for h, e in evaluate_endpoints(cluster, rules_b).items()}
+    out: dict[str, dict[str, Any]] = {}
+    for host, cells in a.items():
+        diff = {f: {rules_a: cells[f], rules_b: b[host][f]}
+                for f in DIFF_FIELDS if cells[f] != b[host][f]}
+        if diff:
+            out[host] = diff
+    return out
+
+
+# The rule sets register themselves; imported last because they build on the above.
+from hasim.rules import ha_mode_2016, kargo_2016_10, kubespray_2026_01  # noqa: E402
+
+HA_MODE_2016: RuleSet = ha_mode_2016.RULE_SET
+KARGO_2016_10: RuleSet = kargo_2016_10.RULE_SET
+KUBESPRAY_2026_01: RuleSet = kubespray_2026_01.RULE_SET
+
 __all__ = [
     "DEFAULT_RULES",
+    "DIFF_FIELDS",
     "Endpoints",
+    "ETCD",
+    "HA_MODE_2016",
     "HostView",
+    "KARGO_2016_10",
+    "KUBESPRAY_2026_01",
+    "LocalLB",
+    "NODE",
     "RULES",
     "RuleSet",
     "ansible_bool",
+    "diff_endpoints",
+    "endpoint_warnings",
     "etcd_group",
     "evaluate_endpoints",
     "get_rules",
     "ipwrap",
     "register",
-    "NODE",
 ]

@@ -16,6 +16,7 @@ scenario's balancer parameters:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,14 +66,15 @@ def render_config(scenario: Scenario, host: str, listen: str | None = None,
     d = g.nodes[node]
     servers = servers or backends(g, node)
     spec = scenario.spec.balancers
-    if d["component"] == "lb" and d.get("kind") == "nginx":
-        nspec = spec.local if isinstance(spec.local, NginxSpec) else NginxSpec()
-        port = _listen_port(g, node)
-        return "nginx.conf", nginx_conf(nspec, servers, listen or f"127.0.0.1:{port}")
     if d["component"] == "lb":
+        # Where the rule set says the LB listens (2016: every address; today: loopback,
+        # plus [::1] with ipv6_stack), unless the caller moves it.
+        binds = [listen] if listen else d.get("listen") or [f"127.0.0.1:{_listen_port(g, node)}"]
+        if d.get("kind") == "nginx":
+            nspec = spec.local if isinstance(spec.local, NginxSpec) else NginxSpec()
+            return "nginx.conf", nginx_conf(nspec, servers, binds)
         hspec = spec.local if isinstance(spec.local, LocalHAProxySpec) else LocalHAProxySpec()
-        port = _listen_port(g, node)
-        return "haproxy.cfg", haproxy_local_cfg(hspec, servers, listen or f"127.0.0.1:{port}")
+        return "haproxy.cfg", haproxy_local_cfg(hspec, servers, binds)
     espec = spec.external or ExternalHAProxySpec()
     ext = g.graph.get("external_lb", {})
     return "haproxy.cfg", haproxy_external_cfg(
@@ -89,8 +91,13 @@ def _listen_port(g: nx.DiGraph, node: str) -> int:
     return 443
 
 
-def nginx_conf(spec: NginxSpec, servers: list[tuple[str, str, int]], listen: str) -> str:
-    """kubespray's nginx.conf for the local LB, with the scenario's parameters."""
+def nginx_conf(spec: NginxSpec, servers: list[tuple[str, str, int]],
+               listen: str | Sequence[str]) -> str:
+    """kubespray's nginx.conf for the local LB, with the scenario's parameters; one
+    ``listen`` line per address (``ADDRESS:PORT``)."""
+    binds = [listen] if isinstance(listen, str) else list(listen)
+    reuse = " reuseport" if spec.reuseport else ""
+    listens = "".join(f"    listen        {b}{reuse};\n" for b in binds)
     extra = ""
     if spec.max_fails != 1:
         extra += f" max_fails={spec.max_fails}"
@@ -122,8 +129,7 @@ stream {{
 {balance}{lines}  }}
 
   server {{
-    listen        {listen}{" reuseport" if spec.reuseport else ""};
-    proxy_pass    kube_apiserver;
+{listens}    proxy_pass    kube_apiserver;
     proxy_timeout {_ms(spec.proxy_timeout)};
     proxy_connect_timeout {_ms(spec.proxy_connect_timeout)};
 {nu}  }}
@@ -171,8 +177,11 @@ def _server_check(spec: Any) -> str:
 
 
 def haproxy_local_cfg(spec: LocalHAProxySpec, servers: list[tuple[str, str, int]],
-                      listen: str) -> str:
-    """kubespray's haproxy.cfg for the local LB, with the scenario's parameters."""
+                      listen: str | Sequence[str]) -> str:
+    """kubespray's haproxy.cfg for the local LB, with the scenario's parameters; one
+    ``bind`` line per address."""
+    binds = [listen] if isinstance(listen, str) else list(listen)
+    bind_lines = "".join(f"  bind {b}\n" for b in binds)
     lines = "".join(f"  server {name} {ipwrap(addr)}:{port}{_server_check(spec)}\n"
                     for name, addr, port in servers)
     redispatch = "    option                  redispatch\n" if spec.redispatch else ""
@@ -186,8 +195,7 @@ defaults
 {_haproxy_timeouts(spec)}    maxconn                 4000
 
 frontend kube_api_frontend
-  bind {listen}
-  mode tcp
+{bind_lines}  mode tcp
   default_backend kube_api_backend
 
 backend kube_api_backend

@@ -564,7 +564,7 @@ def _resolve_cluster(spec: ScenarioSpec, path: str | None) -> Cluster:
     elif cs.generate is not None:
         g = cs.generate
         cluster = generate_cluster(g.masters, g.etcd, g.nodes)
-        cluster = type(cluster)(cluster.hosts, cluster.groups, source)
+        cluster = Cluster(cluster.hosts, cluster.groups, source)
     else:
         cluster = Cluster((), {}, source)
     if cs.hosts:
@@ -593,7 +593,8 @@ def _merge_inline(cluster: Cluster, hosts: Mapping[str, HostSpec], source: str) 
         else:
             index[name] = len(rows)
             rows.append((name, list(hs.groups), own))
-    return build_cluster(rows, source=source, group_order=cluster.groups)
+    spellings = {h.name: h.spelled_groups for h in cluster.hosts}
+    return build_cluster(rows, source=source, group_order=cluster.groups, spellings=spellings)
 
 
 def cluster_from_inventory(path: Path, source: str, field: str) -> Cluster:
@@ -605,7 +606,8 @@ def cluster_from_inventory(path: Path, source: str, field: str) -> Cluster:
     except InventoryError as exc:
         raise ScenarioError(str(exc), file=source, field=field) from None
     rows = [(h.name, list(h.groups), dict(h.vars)) for h in data.hosts]
-    return build_cluster(rows, source=str(path), group_order=data.groups)
+    spellings = {h.name: h.groups for h in data.hosts}
+    return build_cluster(rows, source=str(path), group_order=data.groups, spellings=spellings)
 
 
 def _check_sweep(spec: ScenarioSpec, raw: Mapping[str, Any], path: str | None) -> None:

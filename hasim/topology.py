@@ -77,8 +77,12 @@ class _Builder:
         self.g = nx.DiGraph(rules=rules, source=cluster.source)
         self.addresses: dict[str, str] = {}
         for h in cluster.hosts:
-            for addr in {h.name, h.default_address, h.ip, h.access_ip}:
+            # Every address a rule set may write for the host (IPv6 ones for kubespray's
+            # ipv4_stack: false), keyed as urlsplit() returns a hostname.
+            v6 = [str(h.vars[k]) for k in ("ip6", "access_ip6") if h.vars.get(k)]
+            for addr in (h.name, h.default_address, h.ip, h.access_ip, *v6):
                 self.addresses.setdefault(addr, h.name)
+                self.addresses.setdefault(addr.lower(), h.name)
         ext = getattr(getattr(getattr(scenario, "spec", None), "balancers", None), "external", None)
         self.ext_instances = ext.instances if ext is not None else 1
         self.vip_kind = ext.vip.kind if ext is not None else "none"
@@ -94,7 +98,7 @@ class _Builder:
             if ep.etcd_member:
                 self._add(h.name, "etcd")
             if ep.local_lb:
-                self._add(h.name, "lb", kind=ep.local_lb)
+                self._add(h.name, "lb", kind=ep.local_lb, listen=list(ep.local_lb_listen))
             if ep.etcd_proxy_backends:
                 self._add(h.name, "etcd-proxy")
             if ep.apiserver is not None:

@@ -47,13 +47,25 @@ def _expected(
     node_api: str,
     etcd: list[str],
     etc_hosts: list[str] | None = None,
+    node_lb: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     hosts: dict[str, Any] = {}
-    for name, roles, api in [(m, MASTER_ROLES, master_api) for m in masters] + [
-        (n, NODE_ROLES, node_api) for n in nodes
+    for name, roles, api, lb in [(m, MASTER_ROLES, master_api, None) for m in masters] + [
+        (n, NODE_ROLES, node_api, node_lb) for n in nodes
     ]:
-        hosts[name] = {"roles": roles, "apiserver": api, "etcd": etcd, "etc_hosts": etc_hosts or []}
+        hosts[name] = {"roles": roles, "apiserver": api, "etcd": etcd,
+                       "etc_hosts": etc_hosts or [], "local_lb": lb}
     return hosts
+
+
+def _nginx(listen: str, masters: list[str], port: int) -> dict[str, Any]:
+    """A local nginx on ``listen`` with every master's apiserver as a server."""
+    return {"kind": "nginx", "listen": [listen],
+            "backends": [f"https://{m}:{port}" for m in masters]}
+
+
+# The 2016 template listens on `kube_apiserver_port` of every address; today's on loopback.
+GEN_LB = _nginx("*:443", ["10.0.0.1", "10.0.0.2", "10.0.0.3"], 443)
 
 
 GEN_MASTERS = ["master1", "master2", "master3"]
@@ -71,7 +83,7 @@ CASES: dict[str, tuple[Path, str | None, str, dict[str, Any], int, int]] = {
     "etcd-multiaccess": (
         SCENARIOS / "etcd-multiaccess.yaml", None, "ha-mode-2016",
         _expected(GEN_MASTERS, GEN_NODES, "http://localhost:8080", "https://localhost:443",
-                  GEN_ETCD_HTTP),
+                  GEN_ETCD_HTTP, node_lb=GEN_LB),
         8, 3 * 7 + 5 * 4,
     ),
     "external-and-local-lb": (
@@ -87,28 +99,33 @@ CASES: dict[str, tuple[Path, str | None, str, dict[str, Any], int, int]] = {
     "local-lb": (
         SCENARIOS / "local-lb.yaml", None, "ha-mode-2016",
         _expected(GEN_MASTERS, GEN_NODES, "http://localhost:8080", "https://localhost:443",
-                  LOCAL_ETCD),
+                  LOCAL_ETCD, node_lb=GEN_LB),
         8, 3 * 7 + 5 * 5,
     ),
     "kubespray-2016": (
         INVENTORIES / "kubespray-2016", None, "ha-mode-2016",
-        # group_vars/all.yml: local LB on, sp 443, insecure port 8080.
+        # group_vars/all.yml: local LB on, sp 443, insecure port 8080; master1's access_ip
+        # is 192.168.0.11, the others' defer to ip.
         _expected(GEN_MASTERS, GEN_NODES, "http://localhost:8080", "https://localhost:443",
-                  LOCAL_ETCD),
+                  LOCAL_ETCD,
+                  node_lb=_nginx("*:443", ["192.168.0.11", "10.0.0.12", "10.0.0.13"], 443)),
         8, 3 * 7 + 5 * 5,
     ),
     "kubespray-current": (
         INVENTORIES / "kubespray-current", None, "ha-mode-2016",
         # The 2016 table on today's inventory: kube_apiserver_port 6443 from group_vars.
         _expected(["node1", "node2", "node3"], ["node4", "node5", "node6"],
-                  "http://localhost:8080", "https://localhost:6443", LOCAL_ETCD),
+                  "http://localhost:8080", "https://localhost:6443", LOCAL_ETCD,
+                  node_lb=_nginx("*:6443", ["10.0.0.11", "10.0.0.12", "10.0.0.13"], 6443)),
         6, 3 * 7 + 3 * 5,
     ),
     "kubespray-current@2026": (
         INVENTORIES / "kubespray-current", "kubespray-2026-01", "kubespray-2026-01",
         _expected(["node1", "node2", "node3"], ["node4", "node5", "node6"],
                   "https://127.0.0.1:6443", "https://localhost:6443",
-                  ["https://10.0.0.11:2379", "https://10.0.0.12:2379", "https://10.0.0.13:2379"]),
+                  ["https://10.0.0.11:2379", "https://10.0.0.12:2379", "https://10.0.0.13:2379"],
+                  node_lb=_nginx("127.0.0.1:6443", ["10.0.0.11", "10.0.0.12", "10.0.0.13"],
+                                 6443)),
         # No flannel in etcd, no etcd proxy: masters 6 components, nodes kubelet/proxy/lb.
         6, 3 * 6 + 3 * 3,
     ),
@@ -140,7 +157,7 @@ def test_endpoints_json(case: str, capsys: pytest.CaptureFixture[str]) -> None:
     out, err = capsys.readouterr()
     assert err == ""
     doc = json.loads(out)
-    assert doc == {"rules": name, "hosts": hosts}
+    assert doc == {"rules": name, "hosts": hosts, "warnings": []}
     assert list(doc["hosts"]) == list(hosts)  # inventory order
 
 
@@ -150,7 +167,8 @@ def test_endpoints_table(case: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["endpoints", *_args(path, rules)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"rules: {name}"
-    assert lines[1].split() == ["HOST", "ROLES", "APISERVER", "ETCD", "/etc/hosts"]
+    assert lines[1].split() == ["HOST", "ROLES", "APISERVER", "ETCD", "/etc/hosts", "LOCAL",
+                                "LB"]
     assert len(lines) == 2 + len(hosts)
     for line, (host, ep) in zip(lines[2:], hosts.items(), strict=True):
         cells = line.split("  ")
@@ -161,7 +179,14 @@ def test_endpoints_table(case: str, capsys: pytest.CaptureFixture[str]) -> None:
             ep["apiserver"],
             ",".join(ep["etcd"]),
             "; ".join(ep["etc_hosts"]) or "-",
+            _lb_cell(ep["local_lb"]),
         ]
+
+
+def _lb_cell(lb: dict[str, Any] | None) -> str:
+    if lb is None:
+        return "-"
+    return f"{lb['kind']} {','.join(lb['listen'])} -> {len(lb['backends'])}"
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -23,12 +23,12 @@ def _scenario(name: str, overrides: dict[str, object] | None = None) -> hasim.Sc
 def test_nginx_conf_has_kubespray_stream_upstream() -> None:
     name, text = render_config(_scenario("local-lb.yaml"), "node1")
     assert name == "nginx.conf"
-    # kubespray's template: least_conn over every master at access_ip:kube_apiserver_port,
-    # listening on localhost at the port the node's clients dial (443 in 2016).
+    # kubespray's template: least_conn over every master at access_ip:kube_apiserver_port;
+    # the 2016 template listened on `kube_apiserver_port` (443) of every address.
     assert "least_conn;" in text
     for i in (1, 2, 3):
         assert f"server 10.0.0.{i}:443;" in text
-    assert "listen        127.0.0.1:443;" in text
+    assert "listen        *:443;" in text
     assert "proxy_timeout 10m;" in text and "proxy_connect_timeout 1s;" in text
     assert "worker_processes 2;" in text
 
@@ -115,7 +115,21 @@ def test_cli_prints_and_writes_the_same_configuration(
 def test_reuseport_is_rendered_when_set() -> None:
     _, text = render_config(_scenario("local-lb.yaml", {"balancers.local.reuseport": True}),
                             "node1")
-    assert "listen        127.0.0.1:443 reuseport;" in text
+    assert "listen        *:443 reuseport;" in text
+
+
+def test_2026_local_lb_listens_on_loopback_and_ipv6_loopback_with_ipv6_stack() -> None:
+    # Today's nginx.conf.j2 / haproxy.cfg.j2: `listen 127.0.0.1:{{ port }}`, and with
+    # ipv6_stack also `[::1]:{{ port }}`.
+    base = {"cluster.rules": "kubespray-2026-01"}
+    _, text = render_config(_scenario("local-lb.yaml", base), "node1")
+    assert "    listen        127.0.0.1:6443;\n    proxy_pass" in text
+    dual = {**base, "cluster.vars.ipv6_stack": True}
+    _, text = render_config(_scenario("local-lb.yaml", dual), "node1")
+    assert "    listen        127.0.0.1:6443;\n    listen        [::1]:6443;\n" in text
+    haproxy = {**dual, "balancers.local": {"kind": "haproxy"}}
+    _, text = render_config(_scenario("local-lb.yaml", haproxy), "node1")
+    assert "  bind 127.0.0.1:6443\n  bind [::1]:6443\n  mode tcp" in text
 
 
 def test_cli_names_the_file_and_the_host_it_cannot_render(
