@@ -43,6 +43,15 @@ def run_batch(paths_or_scenarios: Any, out: Any = None, reps: int | None = None,
                       scheduler=scheduler, **options)
 
 
+def assess(path: Any, **options: Any) -> Any:
+    """Assess the cluster of an inventory or scenario: every layout kubespray offers under
+    the same faults, the verdict and the change to make; returns an
+    :class:`hasim.assess.Assessment` (see :func:`hasim.assess.assess`)."""
+    from hasim.assess import assess as _assess
+
+    return _assess(path, **options)
+
+
 def load_results(directory: Any) -> Any:
     """A result directory read back: ``.runs`` and each table (see :mod:`hasim.results`)."""
     from hasim.results import load_results as _load
@@ -51,6 +60,7 @@ def load_results(directory: Any) -> Any:
 
 
 __all__ = [
+    "assess",
     "load_results",
     "run_batch",
     "simulate",

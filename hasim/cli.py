@@ -108,6 +108,20 @@ def _endpoints_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_assess(args: argparse.Namespace) -> int:
+    """Assess an inventory: every layout under the same faults, the verdict, the change."""
+    from hasim.assess import assess, summary_text
+
+    a = assess(args.path, rules=args.rules, kubernetes_version=args.kubernetes_version,
+               faults=args.faults, reps=args.reps, out=args.out, executor=args.executor,
+               jobs=args.jobs, scheduler=args.scheduler, tuning=not args.no_tuning,
+               progress=None if not args.quiet else False)
+    for w in a.warnings:
+        print(f"hasim: warning: {w}", file=sys.stderr)
+    print(summary_text(a))
+    return 0
+
+
 def cmd_topology(args: argparse.Namespace) -> int:
     """Summarise the topology; audit it and draw it on request."""
     from hasim.audit import audit, format_audit
@@ -175,12 +189,27 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_inventories(paths: Sequence[str]) -> None:
+    """An inventory given to ``hasim run`` is a mistake with a known fix: say it."""
+    from hasim.scenario import looks_like_scenario
+
+    for path in paths:
+        p = Path(path)
+        if p.exists() and not looks_like_scenario(p):
+            raise ScenarioError(
+                "is an Ansible inventory, not a scenario: to see what failures do to this "
+                f"cluster run `hasim assess {path}`; to simulate it with your own faults, "
+                f"write a scenario with `cluster: {{inventory: {path}}}` (docs/scenarios.md)",
+                file=path)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a batch; exit 1 when a run raised (its error is in runs.parquet), else 0."""
     from hasim.batch import parse_set, plan, run_batch
     from hasim.results import ResultStore
     from hasim.summarize import format_summary, write_summary
 
+    _no_inventories(args.scenarios)
     overrides = parse_set(args.set or [])
     if args.dry_run:
         tasks = plan(args.scenarios, args.reps, overrides)
@@ -274,6 +303,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "topology": cmd_topology,
     "validate": cmd_validate,
     "run": cmd_run,
+    "assess": cmd_assess,
     "plot": cmd_plot,
     "schema": cmd_schema,
 }
@@ -293,6 +323,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--diff", nargs=2, metavar=("RULES_A", "RULES_B"),
                    help="show only the host/field cells where two rule sets disagree")
+
+    p = sub.add_parser("assess", help="your inventory: every HA layout under the same faults, "
+                       "the verdict and the change to make",
+                       description="Simulate the cluster of PATH (an Ansible inventory or a "
+                       "scenario) under every access layout kubespray offers, each facing "
+                       "the same faults; rank them, recommend one, tune its timers, and "
+                       "write DIR/report.html, assessment.json, recommended-vars.yml and the "
+                       "batch's tables (docs/assess.md). Rerunning resumes.")
+    p.add_argument("path", help="an Ansible inventory (file or directory) or a scenario file")
+    p.add_argument("--rules", help="rule set (default: kubespray-2026-01 for an inventory "
+                   "with kube_control_plane, else ha-mode-2016; a scenario's own)")
+    p.add_argument("--kubernetes-version", metavar="X.Y",
+                   help="client behaviour of this version (default: kube_version)")
+    p.add_argument("--faults", metavar="KIND,...",
+                   help="fault kinds: crash, poweroff, partition, lb, etcd (default: all)")
+    p.add_argument("--reps", type=int, default=5, metavar="N", help="replications (5)")
+    p.add_argument("--out", metavar="DIR", help="default results/assess-<name>")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", "-j", type=int, metavar="N", help="worker processes")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler")
+    p.add_argument("--executor", choices=["serial", "process", "dask"], default="process")
+    p.add_argument("--no-tuning", action="store_true", help="skip the timer sweep")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     p = sub.add_parser("topology", help="the component graph, its audit and drawing")
     p.add_argument("path", help="a scenario file or an Ansible inventory (file or directory)")

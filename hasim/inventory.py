@@ -131,6 +131,13 @@ def _read(
     ansible: SimpleNamespace, source: str, parse_failures: list[tuple[str, object]]
 ) -> InventoryData:
     loader = ansible.DataLoader()
+    # Ansible's host_group_vars plugin remembers, per process, which group_vars/host_vars
+    # files it found (FOUND) and which directories were missing (NAK): a file added since
+    # (a user pasting hasim's recommended vars) would go unseen by a second read.
+    from ansible.plugins.vars import host_group_vars
+
+    host_group_vars.FOUND.clear()
+    host_group_vars.NAK.clear()
     try:
         # An absolute path keeps Ansible from treating a relative path containing a comma as
         # its "host1,host2" host-list syntax.

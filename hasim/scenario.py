@@ -597,8 +597,42 @@ def _merge_inline(cluster: Cluster, hosts: Mapping[str, HostSpec], source: str) 
     return build_cluster(rows, source=source, group_order=cluster.groups, spellings=spellings)
 
 
+#: Inventories already read, by path and the state of their files: an assessment builds
+#: dozens of scenarios on one inventory, and Ansible takes seconds on a big one.
+_INVENTORIES: dict[tuple[str, str, tuple[tuple[str, int, int], ...]], Cluster] = {}
+
+
+def _inventory_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    # The files Ansible reads: the inventory (every file of a directory), and the
+    # group_vars/ and host_vars/ beside an inventory file.
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        files = [path] + sorted(p for d in ("group_vars", "host_vars")
+                                for p in (path.parent / d).rglob("*") if p.is_file())
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
 def cluster_from_inventory(path: Path, source: str, field: str) -> Cluster:
     """A :class:`Cluster` read from an Ansible inventory with Ansible's own code."""
+    key = None
+    if path.exists():
+        key = (str(path.resolve()), source, _inventory_stamp(path))
+        if key in _INVENTORIES:
+            return _INVENTORIES[key]
+    cluster = _read_inventory_cluster(path, source, field)
+    if key is not None:
+        if len(_INVENTORIES) > 16:
+            _INVENTORIES.clear()
+        _INVENTORIES[key] = cluster
+    return cluster
+
+
+def _read_inventory_cluster(path: Path, source: str, field: str) -> Cluster:
     from hasim.inventory import InventoryError, read_inventory
 
     try:
