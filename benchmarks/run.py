@@ -28,6 +28,8 @@ its range, and the load average is printed beside it.
 - sampling: a 10,000-node local-HAProxy run with sampled clients (``sampling.nodes``)
   against the same run in full, from the scale runs.
 - batch: ``benchmarks/batch.py``, serial vs process vs Dask executors.
+- assess: ``benchmarks/assess.py``, ``hasim assess`` at 100 and 5,000 nodes (goal: at
+  most 3 times as long).
 """
 
 from __future__ import annotations
@@ -282,8 +284,8 @@ def scale(kind: str, big: int, sample: int, repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="throughput,scale,batch",
-                        help="comma-separated: throughput, scale, batch")
+    parser.add_argument("--only", default="throughput,scale,batch,assess",
+                        help="comma-separated: throughput, scale, batch, assess")
     parser.add_argument("--nodes", type=int, default=1000, help="throughput cluster size")
     parser.add_argument("--repeat", type=int, default=3,
                         help="throughput repeats, and big runs of the scale benchmark")
@@ -299,6 +301,8 @@ def main() -> None:
         scale(args.kind, args.big, args.sample, args.repeat)
     if "batch" in only:
         subprocess.run([sys.executable, str(HERE / "batch.py")], check=True)
+    if "assess" in only:
+        subprocess.run([sys.executable, str(HERE / "assess.py")], check=True)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ def run_batch(paths_or_scenarios: Any, out: Any = None, reps: int | None = None,
 def assess(path: Any, **options: Any) -> Any:
     """Assess the cluster of an inventory or scenario: every layout kubespray offers under
     the same faults, the verdict and the change to make; returns an
-    :class:`hasim.assess.Assessment` (see :func:`hasim.assess.assess`)."""
-    from hasim.assess import assess as _assess
+    :class:`hasim.assessment.Assessment` (see :func:`hasim.assessment.assess`)."""
+    from hasim.assessment import assess as _assess
 
     return _assess(path, **options)
 

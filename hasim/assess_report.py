@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from hasim.compare import NODE_CLASSES, victims
+from hasim.compare import NODE_CLASSES
+from hasim.units import parse_duration
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
@@ -31,12 +32,16 @@ small{color:#555}
 FIG_W = 10
 
 
-def _png(fig: Any) -> str:
+def _png(fig: Any, a: Any = None, name: str | None = None) -> str:
+    """The figure as a data: URI; also ``a.out/NAME.png`` when given (for docs, slides)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
     plt.close(fig)
+    if a is not None and name:
+        (a.out / f"{name}.png").write_bytes(buf.getvalue())
+        a.files[f"{name}.png"] = str(a.out / f"{name}.png")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -77,15 +82,14 @@ def _severity(cell: Mapping[str, Any]) -> str:
 def _ecdf_figure(a: Any) -> str | None:
     import matplotlib
 
+    from hasim.assessment import RUN_DURATION
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hasim.results import load_results
-
-    cells = a.extras.get("victims_cells")
-    if cells is None or cells.empty:
+    if a.cells is None or a.cells.empty:
         return None
-    v = victims(load_results(a.extras["results_dir"]), cells)
+    v = a.victims()
     if v.empty:
         return None
     v = v[v["client_class"].isin(NODE_CLASSES) & v["kind"].isin(["crash", "poweroff",
@@ -93,19 +97,23 @@ def _ecdf_figure(a: Any) -> str | None:
     if v.empty:
         return None
     fig, ax = plt.subplots(figsize=(FIG_W, 4.2))
-    window = None
-    for layout, g in v.groupby("layout", sort=False):
+    styles = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))]
+    for i, (layout, g) in enumerate(v.groupby("layout", sort=False)):
         cut = g[g["cut_off"]]
         n = len(g)
         if n == 0:
             continue
         lat = np.sort(np.where(np.isfinite(cut["latency_s"]), cut["latency_s"], np.inf))
         finite = lat[np.isfinite(lat)]
-        window = window or float(g["fault_at"].iloc[0])
         # Share of the node clients back within t (never cut off counts as back at 0).
-        xs = np.concatenate([[0.0], finite])
-        ys = (n - len(cut) + np.arange(0, len(finite) + 1)) / n
-        ax.step(xs, ys, where="post", label=f"{layout} ({len(lat) - len(finite)} of {n} "
+        # ...drawn to the end of the window, so that a layout where no one comes back
+        # still shows as a line.
+        end = parse_duration(RUN_DURATION) - float(g["fault_at"].iloc[0])
+        xs = np.concatenate([[0.0], finite, [end]])
+        ys = (n - len(cut) + np.concatenate([np.arange(0, len(finite) + 1),
+                                             [len(finite)]])) / n
+        ax.step(xs, ys, where="post", linestyle=styles[i % len(styles)], linewidth=1.8,
+                label=f"{layout} ({len(lat) - len(finite)} of {n} "
                 "never back)")
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("seconds after the master fault (log scale beyond 1 s)")
@@ -114,8 +122,8 @@ def _ecdf_figure(a: Any) -> str | None:
     ax.set_title("How fast do kubelets and kube-proxies on worker nodes get through again "
                  "after a master crash, power-off or partition?")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig, a, "failover-ecdf")
 
 
 def _load_figure(a: Any) -> str | None:
@@ -140,7 +148,7 @@ def _load_figure(a: Any) -> str | None:
                  "apiserver?")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return _png(fig, a, "check-load")
 
 
 def _pareto_figure(a: Any) -> str | None:
@@ -170,7 +178,7 @@ def _pareto_figure(a: Any) -> str | None:
                  "against check load best?")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return _png(fig, a, "tuning-front")
 
 
 def render_html(a: Any) -> str:
@@ -332,7 +340,7 @@ def _tuning_section(a: Any) -> str:
 
 
 def _change_section(a: Any) -> str:
-    from hasim.assess import recommended_vars_yaml
+    from hasim.assessment import recommended_vars_yaml
 
     out = ["<h2>The change to make</h2>",
            f"<p>Paste into <code>{_e(a.recommendation['file'])}</code>:</p>",

@@ -177,8 +177,9 @@ class _Paths:
         return list(reversed(chain))
 
 
-def audit(g: nx.DiGraph) -> Audit:
-    """Single points of failure per client class and plaintext edges of a topology."""
+def audit(g: nx.DiGraph, pinned_too: bool = True) -> Audit:
+    """Single points of failure per client class and plaintext edges of a topology;
+    ``pinned_too=False`` skips :func:`pinned_points` (quadratic in the clients)."""
     per_class: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     pinned: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     sizes: Counter[tuple[str, str]] = Counter()
@@ -196,7 +197,7 @@ def audit(g: nx.DiGraph) -> Audit:
             sizes[key] += 1
             for spof in paths[purpose].single_points(n):
                 per_class[key][_describe(g, n, spof)] += 1
-            if purpose == "apiserver":
+            if purpose == "apiserver" and pinned_too:
                 for p in pinned_points(g, n, paths):
                     pinned[key][_describe(g, n, p)] += 1
     classes = [

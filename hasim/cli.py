@@ -110,7 +110,7 @@ def _endpoints_diff(args: argparse.Namespace) -> int:
 
 def cmd_assess(args: argparse.Namespace) -> int:
     """Assess an inventory: every layout under the same faults, the verdict, the change."""
-    from hasim.assess import assess, summary_text
+    from hasim.assessment import assess, summary_text
 
     a = assess(args.path, rules=args.rules, kubernetes_version=args.kubernetes_version,
                faults=args.faults, reps=args.reps, out=args.out, executor=args.executor,

@@ -88,6 +88,10 @@ class Cluster:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {h.name: h for h in self.hosts})
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The clusters derived by with_vars() stay behind: a worker gets this one only.
+        return {k: v for k, v in self.__dict__.items() if k != "_with_vars"}
+
     def host(self, name: str) -> Host:
         """The host called ``name`` (``KeyError`` if there is none)."""
         return self._by_name[name]  # type: ignore[attr-defined]
@@ -123,9 +127,15 @@ class Cluster:
         """
         if not extra:
             return self
-        hosts = tuple(Host(h.name, h.groups, {**h.vars, **extra}, h.spelled_groups)
-                      for h in self.hosts)
-        return Cluster(hosts, self.groups, self.source)
+        # The same extra vars give the same (immutable) cluster: the scenarios of one
+        # assessment share it, and what is computed from it (endpoints) once.
+        key = repr(sorted(extra.items(), key=lambda kv: kv[0]))
+        memo: dict[str, Cluster] = self.__dict__.setdefault("_with_vars", {})
+        if key not in memo:
+            hosts = tuple(Host(h.name, h.groups, {**h.vars, **extra}, h.spelled_groups)
+                          for h in self.hosts)
+            memo[key] = Cluster(hosts, self.groups, self.source)
+        return memo[key]
 
 
 def build_cluster(

@@ -177,6 +177,8 @@ class HostView:
 def ipwrap(address: str) -> str:
     """``ansible.utils.ipwrap``: an IPv6 address in brackets, anything else as it is, so
     that ``scheme://ADDRESS:PORT`` is a URL for both families."""
+    if ":" not in address:
+        return address  # a name or an IPv4 address (the common case, and a fast one)
     try:
         if isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address):
             return f"[{address}]"
@@ -214,17 +216,34 @@ def access_address(h: HostView) -> str:
     return h.host.access_ip
 
 
+#: URL lists of one evaluation: they depend on the listed hosts only, not on the host
+#: asking, and a 5,000-node cluster would otherwise build them 5,000 times.
+_MEMO: dict[tuple[Any, ...], list[str]] = {}
+_EVALUATING: list[bool] = []  # non-empty while _evaluate runs: only then is _MEMO valid
+
+
+def _urls(h: HostView, members: Sequence[Host], scheme: str, port: int,
+          address: Callable[[HostView], str]) -> list[str]:
+    if not _EVALUATING:
+        return [f"{scheme}://{ipwrap(address(h.view(m)))}:{port}" for m in members]
+    key = (id(h.cluster), id(h.defaults), scheme, port, address, tuple(m.name for m in members))
+    urls = _MEMO.get(key)
+    if urls is None:
+        urls = _MEMO[key] = [f"{scheme}://{ipwrap(address(h.view(m)))}:{port}" for m in members]
+    return list(urls)
+
+
 def apiserver_urls(h: HostView, port: int,
                    address: Callable[[HostView], str] = access_address) -> list[str]:
     """Every master's apiserver at its access address, in inventory order: the server
     lines of a local or external LB (kubespray's templates loop over the same group)."""
-    return [f"https://{ipwrap(address(h.view(m)))}:{port}" for m in h.cluster.masters]
+    return _urls(h, h.cluster.masters, "https", port, address)
 
 
 def etcd_urls(h: HostView, members: Sequence[Host], scheme: str,
               address: Callable[[HostView], str] = access_address) -> list[str]:
     """``scheme://ADDRESS:2379`` of every etcd member, in group order."""
-    return [f"{scheme}://{ipwrap(address(h.view(m)))}:{ETCD_CLIENT_PORT}" for m in members]
+    return _urls(h, members, scheme, ETCD_CLIENT_PORT, address)
 
 
 def local_lb_kind(h: HostView) -> str:
@@ -341,6 +360,18 @@ def _evaluate(cluster: Cluster, rule_set: RuleSet,
               views: Sequence[HostView]) -> dict[str, Endpoints]:
     out: dict[str, Endpoints] = {}
     etcd_hosts = {m.name for m in rule_set.etcd_hosts(cluster)}
+    _MEMO.clear()
+    _EVALUATING.append(True)
+    try:
+        _fill(out, rule_set, views, etcd_hosts)
+    finally:
+        _EVALUATING.pop()
+        _MEMO.clear()  # keyed by id(): never valid beyond this evaluation
+    return out
+
+
+def _fill(out: dict[str, Endpoints], rule_set: RuleSet, views: Sequence[HostView],
+          etcd_hosts: set[str]) -> None:
     for view in views:
         host = view.host
         lb = rule_set.local_lb(view)
@@ -362,7 +393,6 @@ def _evaluate(cluster: Cluster, rule_set: RuleSet,
             external_lb_address=ext[0] if ext else None,
             external_lb_port=ext[1] if ext else None,
         )
-    return out
 
 
 def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict[str, Endpoints]:
@@ -375,7 +405,12 @@ def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict
     ``access_ip`` that is not an address, or a malformed ``loadbalancer_apiserver``.
     """
     cluster, rule_set = _resolve(cluster, rules)
-    return _evaluate(cluster, rule_set, _views(cluster, rule_set))
+    # A cluster is immutable: its endpoints under a rule set are computed once.
+    memo: dict[str, dict[str, Endpoints]] = cluster.__dict__.setdefault("_endpoints", {})
+    key = f"{rule_set.name}@{id(rule_set)}"
+    if key not in memo:
+        memo[key] = _evaluate(cluster, rule_set, _views(cluster, rule_set))
+    return dict(memo[key])
 
 
 def endpoint_warnings(cluster: Any, rules: str | RuleSet | None = None) -> list[str]:

@@ -336,6 +336,9 @@ class SamplingSpec(_Strict):
     summary's figures are weighted estimates. 0: every node in full."""
 
     nodes: int = Field(0, ge=0)
+    #: Also sample nodes behind an external LB or a VIP (an approximation: see
+    #: :mod:`hasim.sim.sampling`).
+    shared_lb: bool = False
 
 
 class ScenarioSpec(_Strict):
@@ -599,7 +602,7 @@ def _merge_inline(cluster: Cluster, hosts: Mapping[str, HostSpec], source: str) 
 
 #: Inventories already read, by path and the state of their files: an assessment builds
 #: dozens of scenarios on one inventory, and Ansible takes seconds on a big one.
-_INVENTORIES: dict[tuple[str, str, tuple[tuple[str, int, int], ...]], Cluster] = {}
+_INVENTORIES: dict[tuple[str, tuple[tuple[str, int, int], ...]], Cluster] = {}
 
 
 def _inventory_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
@@ -621,7 +624,7 @@ def cluster_from_inventory(path: Path, source: str, field: str) -> Cluster:
     """A :class:`Cluster` read from an Ansible inventory with Ansible's own code."""
     key = None
     if path.exists():
-        key = (str(path.resolve()), source, _inventory_stamp(path))
+        key = (str(path.resolve()), _inventory_stamp(path))
         if key in _INVENTORIES:
             return _INVENTORIES[key]
     cluster = _read_inventory_cluster(path, source, field)

@@ -88,7 +88,7 @@ def tune_layout(subject: Any, layout: Layout, knobs: Knobs, out: Path, reps: int
                 executor: str, jobs: int | None, scheduler: str | None,
                 progress: bool | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the grid on ``layout``; return one row per setting and the recommended one."""
-    from hasim.assess import FAULT_AT, RUN_DURATION, _past, layout_scenario
+    from hasim.assessment import FAULT_AT, RUN_DURATION, _past, layout_scenario
     from hasim.batch import run_batch
     from hasim.results import load_results
     from hasim.verdict import run_figures

@@ -196,6 +196,10 @@ def rank(items: Sequence[Standing]) -> list[tuple[int, Standing]]:
     return out
 
 
+def _g(x: float) -> str:
+    return f"{x:.3g}"
+
+
 def recommend(ranked: Sequence[tuple[int, Standing]]) -> tuple[Standing, list[Standing], str]:
     """The layout to recommend, the layouts it ties with, and why."""
     without = [(r, s) for r, s in ranked if not s.spofs]
@@ -205,9 +209,21 @@ def recommend(ranked: Sequence[tuple[int, Standing]]) -> tuple[Standing, list[St
     choice = sorted(tied, key=lambda s: (s.extra_hosts, s.totals[LOAD][0]))[0]
     others = [s for s in tied if s is not choice]
     why = []
+    rest = [s for _, s in ranked if s is not choice and s not in others]
+    if rest:
+        runner = rest[0]
+        _, fig = compare(choice, runner)
+        if fig is not None:
+            words = {"never_recovered": "clients never back", "not_ready_nodes":
+                     "NotReady nodes", "client_time_lost_s": "client-seconds lost",
+                     LOAD: "checks per apiserver per second"}[fig]
+            why.append(f"it does better than the next layout, {runner.layout}, on {words} "
+                       f"({_g(choice.totals[fig][0])} against {_g(runner.totals[fig][0])}, "
+                       "summed over the faults, intervals apart)")
     if without and len(without) < len(ranked):
         spof = [s.layout for _, s in ranked if s.spofs]
-        why.append(f"{', '.join(spof)} keep a single point of failure; {choice.layout} has none")
+        verb = "keeps" if len(spof) == 1 else "keep"
+        why.append(f"{', '.join(spof)} {verb} a single point of failure; {choice.layout} has none")
     if others:
         why.append(f"it ties with {', '.join(s.layout for s in others)} (their 95 % intervals "
                    f"overlap on every damage and load figure); hasim picks {choice.layout} "

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import hasim
-from hasim.assess import RUN_DURATION, assess
+from hasim.assessment import RUN_DURATION, assess
 from hasim.cli import main
 from hasim.compare import NODE_CLASSES, victims
 from hasim.knobs import profile_for, read_knobs

@@ -29,10 +29,10 @@ def _nb(path: Path) -> dict[str, Any]:
     return data
 
 
-def test_there_are_the_four_notebooks() -> None:
+def test_there_are_the_five_notebooks() -> None:
     names = [p.stem for p in NOTEBOOKS]
     assert names == ["01-compare-ha-modes", "02-health-check-overhead", "03-failover-latency",
-                     "04-sim-vs-real"]
+                     "04-sim-vs-real", "05-assess-my-cluster"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -25,6 +25,15 @@ Symmetric nodes: same components, same endpoints (edge URLs and targets, their o
 standing for itself), no fault aimed at them, the same side of every partition; grouped
 in classes, each class larger than K keeps its first K nodes (inventory order). A sampled
 node stands for ``weight`` = class size / K nodes.
+
+With ``sampling.shared_lb`` the nodes behind an external LB or a VIP are sampled too, as
+an approximation: the LB then balances only the sampled nodes' connections. Its health
+checks do not depend on its clients and stay exact; what a client sees depends on which
+apiserver its own connection sits on, which round robin or least connections spread over
+the apiservers in the same shares for K nodes as for all of them, and on the LB's view of
+the backends, which is the same. What is lost is the per-connection queueing of a loaded
+LB (``maxconn``), which the model does not exercise at these loads. ``hasim assess`` turns
+it on for large clusters and says so in its report.
 """
 
 from __future__ import annotations
@@ -89,10 +98,15 @@ def _host_nodes(g: nx.DiGraph) -> dict[str, list[str]]:
     return by_host
 
 
-def _signature(g: nx.DiGraph, host: str, nodes: list[str]) -> tuple[Any, ...] | None:
+#: Shared balancers a node may reach and still be sampled with ``sampling.shared_lb``.
+SHARED_BALANCERS = frozenset({"external-lb", "vip"})
+
+
+def _signature(g: nx.DiGraph, host: str, nodes: list[str],
+               shared_lb: bool = False) -> tuple[Any, ...] | None:
     """What a host runs and where each of its components connects, its own name left
     out; None when the host is not eligible (a master, a server others depend on, or a
-    client of shared stateful parts such as an external LB)."""
+    client of shared stateful parts such as an external LB, unless ``shared_lb``)."""
     parts = []
     for n in nodes:
         d = g.nodes[n]
@@ -107,6 +121,8 @@ def _signature(g: nx.DiGraph, host: str, nodes: list[str]) -> tuple[Any, ...] | 
                 target: Any = ("self", dv["component"])
             elif dv["component"] in STATELESS_SERVERS:
                 target = v
+            elif shared_lb and (dv["component"] in SHARED_BALANCERS or dv.get("virtual")):
+                target = v  # the approximation of sampling.shared_lb (module docstring)
             else:
                 return None  # a shared LB or VIP: its state couples the nodes
             e = g.edges[n, v]
@@ -136,7 +152,7 @@ def plan_sampling(scenario: Scenario, g: nx.DiGraph, k: int) -> SamplingPlan:
     for h in cluster.hosts:
         if h.name in targeted or MASTER in h.groups or h.name not in by_host:
             continue
-        sig = _signature(g, h.name, by_host[h.name])
+        sig = _signature(g, h.name, by_host[h.name], scenario.spec.sampling.shared_lb)
         if sig is None:
             continue
         key = (sig, tuple(h.name in side for side in sides))

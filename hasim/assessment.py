@@ -190,6 +190,7 @@ def layout_scenario(subject: Subject, layout: Layout, knobs: Knobs, name: str,
     nodes = len(subject.cluster.members("kube-node"))
     if nodes > SAMPLE_ABOVE:
         _set(raw, "sampling.nodes", SAMPLED_NODES)
+        _set(raw, "sampling.shared_lb", True)
     for key, value in (overrides or {}).items():
         _set(raw, key, value)
     return scenario_from_dict(raw, subject.anchor)
@@ -199,7 +200,7 @@ def spofs_of(scenario: Scenario) -> list[str]:
     """The single points of failure of a layout: components every path of a client class
     passes through, other than the client's own host's (docs/model.md, "Audit")."""
     found: set[str] = set()
-    for c in audit(build_topology(scenario)).classes:
+    for c in audit(build_topology(scenario), pinned_too=False).classes:
         found |= {s for s in c.spofs if not s.startswith("own ")}
     return sorted(found)
 
@@ -227,6 +228,21 @@ class Assessment:
     endpoints: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        """One row per simulated (layout, fault): ``scenario``, ``layout``, ``fault``,
+        ``kind``, ``target``."""
+        cells: pd.DataFrame = self.extras["victims_cells"]
+        return cells
+
+    def victims(self) -> pd.DataFrame:
+        """One row per (run, client the fault left running), with its cell's columns and
+        its ``latency_s`` (inf: never back), ``cut_off``, ``unavailable_s``."""
+        from hasim.compare import victims
+        from hasim.results import load_results
+
+        return victims(load_results(self.out), self.cells)
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``assessment.json`` (docs/assess.md)."""
@@ -286,7 +302,7 @@ def assess(path: str | os.PathLike[str], rules: str | None = None,
            reps: int = 5, out: str | os.PathLike[str] | None = None,
            executor: str = "process", jobs: int | None = None, scheduler: str | None = None,
            tuning: bool = True, progress: bool | None = None) -> Assessment:
-    """Assess the cluster at ``path`` (an inventory or a scenario); see :mod:`hasim.assess`.
+    """Assess the cluster at ``path`` (an inventory or a scenario); see :mod:`hasim.assessment`.
 
     Writes ``out`` (default ``results/assess-<name>/``) and returns the
     :class:`Assessment`. Bad input raises :class:`~hasim.errors.HasimError` before
@@ -414,7 +430,8 @@ def _layout_warnings(subject: Subject, current: str, knobs: Knobs) -> list[str]:
     nodes = len(subject.cluster.members("kube-node"))
     if nodes > SAMPLE_ABOVE:
         out.append(f"{nodes} worker nodes: {SAMPLED_NODES} per class of identical nodes are "
-                   "simulated in full, the others in aggregate (counts are estimates)")
+                   "simulated in full, the others in aggregate (counts are estimates; behind "
+                   "an external LB or VIP an approximation, docs/performance.md)")
     defaults = [k["name"] for k in knobs.as_list() if k["source"] == "default"]
     if defaults:
         out.append("taken from kubespray's defaults (not set in the inventory): "
