@@ -191,11 +191,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def _no_inventories(paths: Sequence[str]) -> None:
     """An inventory given to ``hasim run`` is a mistake with a known fix: say it."""
-    from hasim.scenario import looks_like_scenario
+    from hasim.scenario import looks_like_inventory
 
     for path in paths:
         p = Path(path)
-        if p.exists() and not looks_like_scenario(p):
+        if p.exists() and looks_like_inventory(p):
             raise ScenarioError(
                 "is an Ansible inventory, not a scenario: to see what failures do to this "
                 f"cluster run `hasim assess {path}`; to simulate it with your own faults, "

@@ -702,6 +702,22 @@ def looks_like_scenario(path: Path) -> bool:
     return isinstance(data, dict) and "cluster" in data
 
 
+def looks_like_inventory(path: Path) -> bool:
+    """Whether ``path`` is plainly an Ansible inventory: a directory, an INI file, or YAML
+    whose top-level groups hold ``hosts`` or ``children`` (Ansible's YAML inventory)."""
+    if path.is_dir():
+        return True
+    if path.suffix.lower() not in {".yml", ".yaml", ".json"}:
+        return path.is_file()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return False
+    return (isinstance(data, dict) and "cluster" not in data and bool(data) and all(
+        isinstance(v, dict) and bool({"hosts", "children", "vars"} & set(v))
+        for v in data.values()))
+
+
 def load_cluster(path: str | os.PathLike[str]) -> Cluster:
     """The cluster of a scenario file, or of an Ansible inventory (file or directory)."""
     p = Path(path)

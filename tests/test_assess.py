@@ -339,6 +339,12 @@ def test_run_given_an_inventory_says_what_to_do(tmp_path: Path,
     err = _error(["run", str(inv)], capsys)
     assert "is an Ansible inventory, not a scenario" in err
     assert f"hasim assess {inv}" in err and "cluster: {inventory:" in err
+    # A YAML inventory (kubespray's hosts.yaml) too; a malformed scenario is not one.
+    yml = Path(__file__).resolve().parents[1] / "inventories" / "kubespray-current" / "hosts.yaml"
+    assert "is an Ansible inventory" in _error(["run", str(yml)], capsys)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nduration: 1m\n")
+    assert "is an Ansible inventory" not in _error(["run", str(bad)], capsys)
 
 
 def test_cli_summary(default_mode: Any, capsys: pytest.CaptureFixture[str]) -> None:
