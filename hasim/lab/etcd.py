@@ -1,0 +1,282 @@
+"""The lab's etcd cell: a real three-member etcd 3.4 (Debian's ``etcd-server``) on
+loopback, its leader killed with SIGKILL, and the time until a survivor leads; beside it
+the simulator's elections under the same timers (docs/lab.md, "etcd").
+
+A trial starts a fresh cluster (data directories on tmpfs: an fsync stall is not what is
+measured), waits until it has a leader and every member answers, kills the leader's
+process with ``kill -9``, then polls the two survivors' ``/v3/maintenance/status`` (the
+gRPC gateway, JSON over HTTP) every 2 ms until one of them reports a new leader in a
+higher term. ``election_s`` is that instant minus the kill; ``rounds`` is how many terms
+the election took (1: the first candidate won). Every process and directory a trial
+starts is removed when it ends, even on failure.
+
+The simulated side runs hasim's :class:`~hasim.sim.etcd.EtcdCluster` in a three-master
+scenario whose first member's etcd crashes (``master1/etcd``), under the same
+``heartbeat_interval`` / ``election_timeout``, and reads ``lost_at`` to ``time`` off the
+``elections`` table.
+
+    python -m hasim.lab.etcd [--settings etcd-defaults,kubespray-2026] [--trials 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hasim.errors import HasimError
+
+#: name -> (heartbeat ms, election ms): etcd's own defaults, kubespray today
+#: (roles/etcd_defaults: "250", "5000") and kargo of 2016 (election 10000, etcd.j2).
+SETTINGS: dict[str, tuple[int, int]] = {
+    "etcd-defaults": (100, 1000),
+    "kubespray-2026": (250, 5000),
+    "kubespray-2016": (100, 10000),
+}
+MEMBERS = 3
+POLL_S = 0.002
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    client_port: int
+    peer_port: int
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def status(member: Member, timeout: float = 0.5) -> dict[str, Any]:
+    """``/v3/maintenance/status`` of one member: ``header.member_id``, ``leader``,
+    ``raftTerm``."""
+    req = urllib.request.Request(f"{member.client_url}/v3/maintenance/status", data=b"{}",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback)
+        doc: dict[str, Any] = json.loads(resp.read())
+    return doc
+
+
+def available() -> str | None:
+    """None when the cell can run here, else why not."""
+    if shutil.which("etcd") is None:
+        return "etcd is not installed (Debian package etcd-server; make system-deps)"
+    return None
+
+
+@contextmanager
+def etcd_cluster(heartbeat_ms: int, election_ms: int, pre_vote: bool = False
+                 ) -> Iterator[tuple[list[Member], dict[str, subprocess.Popen[bytes]]]]:
+    """Three etcd members on 127.0.0.1, started and always stopped (SIGKILL) and removed."""
+    if (why := available()) is not None:
+        raise HasimError(why)
+    ports = _free_ports(2 * MEMBERS)
+    members = [Member(f"m{i}", ports[2 * i], ports[2 * i + 1]) for i in range(MEMBERS)]
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    root = Path(tempfile.mkdtemp(prefix="hasim-etcd-", dir=shm))
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for m in members:
+            cmd = ["etcd", "--name", m.name, "--data-dir", str(root / m.name),
+                   "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
+                   "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+                   "--initial-cluster", initial, "--initial-cluster-state", "new",
+                   "--initial-cluster-token", root.name,
+                   "--heartbeat-interval", str(heartbeat_ms),
+                   "--election-timeout", str(election_ms),
+                   f"--pre-vote={'true' if pre_vote else 'false'}",
+                   "--log-level", "error", "--logger", "zap"]
+            log = open(root / f"{m.name}.log", "wb")  # noqa: SIM115 (closed with the dir)
+            procs[m.name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+        yield members, procs
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _leader(members: Sequence[Member], deadline: float) -> tuple[Member, int]:
+    """The member that leads (and the term) once all members agree on one."""
+    while time.monotonic() < deadline:
+        try:
+            docs = [status(m) for m in members]
+        except OSError:
+            time.sleep(0.05)
+            continue
+        leaders = {int(d.get("leader", 0)) for d in docs}
+        if len(leaders) == 1 and 0 not in leaders:
+            lead = leaders.pop()
+            for m, d in zip(members, docs, strict=True):
+                if int(d["header"]["member_id"]) == lead:
+                    return m, int(d["raftTerm"])
+        time.sleep(0.05)
+    raise HasimError("etcd: the cluster elected no leader in time (see its logs)")
+
+
+def real_trial(heartbeat_ms: int, election_ms: int, pre_vote: bool = False) -> dict[str, Any]:
+    """One kill of the leader; ``election_s`` and ``rounds``."""
+    e = election_ms / 1000.0
+    with etcd_cluster(heartbeat_ms, election_ms, pre_vote) as (members, procs):
+        lead, term = _leader(members, time.monotonic() + 30 + 4 * e)
+        time.sleep(3 * heartbeat_ms / 1000.0)  # steady heartbeats before the fault
+        survivors = [m for m in members if m is not lead]
+        t0 = time.monotonic()
+        os.killpg(procs[lead.name].pid, signal.SIGKILL)
+        deadline = t0 + 20 * e + 10
+        while time.monotonic() < deadline:
+            for m in survivors:
+                try:
+                    d = status(m, timeout=0.2)
+                except OSError:
+                    continue
+                new = int(d.get("leader", 0))
+                if new and int(d["raftTerm"]) > term:
+                    return {"election_s": time.monotonic() - t0,
+                            "rounds": int(d["raftTerm"]) - term}
+            time.sleep(POLL_S)
+    raise HasimError("etcd: no new leader after the kill (see the member logs)")
+
+
+def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0
+               ) -> list[dict[str, Any]]:
+    """The simulator's elections after the first member's etcd crashes, ``trials`` seeds."""
+    import hasim
+    from hasim.scenario import scenario_from_dict
+
+    e = election_ms / 1000.0
+    sc = scenario_from_dict({
+        "name": "lab-etcd", "cluster": {"rules": "kubespray-2026-01",
+                                        "generate": {"masters": 3, "etcd": 3, "nodes": 0}},
+        "etcd": {"heartbeat_interval": f"{heartbeat_ms}ms", "election_timeout": f"{election_ms}ms"},
+        "faults": [{"at": "10s", "target": "master1/etcd", "kind": "crash"}],
+        "duration": f"{10 + 8 * e + 5:g}s",
+    })
+    out = []
+    for i in range(trials):
+        r = hasim.simulate(sc, seed=seed + i)
+        el = r.elections
+        first = el[el["lost_at"] >= 10.0 - 1e-9].sort_values("time").iloc[0]
+        out.append({"election_s": float(first["time"] - first["lost_at"]), "rounds": np.nan})
+    return out
+
+
+def cell(name: str, trials: int, sim_trials_n: int = 200, pre_vote: bool = False
+         ) -> pd.DataFrame:
+    """Real and simulated trials of one setting, in the lab's long format: ``cell``,
+    ``source`` (real/sim), ``trial``, ``metric``, ``value``."""
+    from hasim.lab.contention import Watch
+
+    hb, el = SETTINGS[name]
+    rows = []
+    for i in range(trials):
+        with Watch() as w:
+            r = real_trial(hb, el, pre_vote)
+        c = w.result
+        r.update({"load1": c.load1, "steal_share": c.steal_share, "busy_share": c.busy_share,
+                  "contended": float(c.contended)})
+        rows += [{"cell": f"etcd {name}", "source": "real", "trial": i, "metric": k,
+                  "value": float(v)} for k, v in r.items()]
+    for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
+        rows.append({"cell": f"etcd {name}", "source": "sim", "trial": i,
+                     "metric": "election_s", "value": r["election_s"]})
+    return pd.DataFrame(rows)
+
+
+def judge(df: pd.DataFrame, metric: str = "election_s") -> dict[str, Any]:
+    """The lab's acceptance for one cell: the simulated median within 15 % (or 0.3 s) of
+    the real one, and with 20 or more real trials a two-sample KS test p > 0.01. Real
+    trials flagged as taken under contention (:mod:`hasim.lab.contention`) are left out
+    and counted (``contended``)."""
+    from scipy.stats import ks_2samp
+
+    real_rows = df[df["source"] == "real"]
+    flags = real_rows[real_rows["metric"] == "contended"].set_index("trial")["value"]
+    bad = set(flags[flags > 0].index)
+    mine = real_rows[(real_rows["metric"] == metric) & ~real_rows["trial"].isin(bad)]
+    real = mine["value"].to_numpy()
+    sim = df[(df["source"] == "sim") & (df["metric"] == metric)]["value"].to_numpy()
+    mr, ms = float(np.median(real)), float(np.median(sim))
+    ok = abs(ms - mr) <= max(0.15 * mr, 0.3)
+    p = float(ks_2samp(real, sim).pvalue) if len(real) >= 20 else float("nan")
+    if len(real) >= 20:
+        ok = ok and p > 0.01
+    return {"real_median": mr, "sim_median": ms, "real_n": len(real), "sim_n": len(sim),
+            "ks_p": p, "agrees": ok, "contended": len(bad)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hasim.lab.etcd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", default="etcd-defaults",
+                        help=f"comma-separated of: {', '.join(SETTINGS)}")
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--pre-vote", action="store_true")
+    parser.add_argument("--out", default="results/lab-etcd")
+    args = parser.parse_args(argv)
+    try:
+        names = [s.strip() for s in args.settings.split(",")]
+        bad = [n for n in names if n not in SETTINGS]
+        if bad:
+            raise HasimError(f"--settings: unknown {bad[0]!r}; known: {', '.join(SETTINGS)}")
+        frames = []
+        for n in names:
+            df = cell(n, args.trials, pre_vote=args.pre_vote)
+            frames.append(df)
+            j = judge(df)
+            print(f"etcd {n}: leader killed -> new leader: real median "
+                  f"{j['real_median']:.3f} s (n={j['real_n']}), sim median "
+                  f"{j['sim_median']:.3f} s (n={j['sim_n']}), KS p {j['ks_p']:.3g}: "
+                  f"{'agrees' if j['agrees'] else 'DISAGREES'}"
+                  + (f"; {j['contended']} trial(s) under contention left out"
+                     if j["contended"] else ""), flush=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        pd.concat(frames).to_parquet(out / "lab-etcd.parquet")
+        print(f"trials in {out / 'lab-etcd.parquet'}")
+    except HasimError as exc:
+        print(f"hasim: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
