@@ -152,6 +152,14 @@ def _leader(members: Sequence[Member], deadline: float) -> tuple[Member, int]:
     raise HasimError("etcd: the cluster elected no leader in time (see its logs)")
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> float:
+    """SIGKILL the member and return when it is gone (reaped): the fault's instant.
+    Until then it may still commit what it holds."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    return time.monotonic()
+
+
 def real_trial(heartbeat_ms: int, election_ms: int, pre_vote: bool = False) -> dict[str, Any]:
     """One kill of the leader; ``election_s`` and ``rounds``."""
     e = election_ms / 1000.0
@@ -159,8 +167,7 @@ def real_trial(heartbeat_ms: int, election_ms: int, pre_vote: bool = False) -> d
         lead, term = _leader(members, time.monotonic() + 30 + 4 * e)
         time.sleep(3 * heartbeat_ms / 1000.0)  # steady heartbeats before the fault
         survivors = [m for m in members if m is not lead]
-        t0 = time.monotonic()
-        os.killpg(procs[lead.name].pid, signal.SIGKILL)
+        t0 = _kill(procs[lead.name])
         deadline = t0 + 20 * e + 10
         while time.monotonic() < deadline:
             for m in survivors:
@@ -174,6 +181,73 @@ def real_trial(heartbeat_ms: int, election_ms: int, pre_vote: bool = False) -> d
                             "rounds": int(d["raftTerm"]) - term}
             time.sleep(POLL_S)
     raise HasimError("etcd: no new leader after the kill (see the member logs)")
+
+
+def put(member: Member, timeout: float) -> tuple[bool, float, str]:
+    """One ``/v3/kv/put`` (the gRPC gateway): (succeeded, seconds, error text)."""
+    import base64
+    import urllib.error
+
+    body = json.dumps({"key": base64.b64encode(b"hasim").decode(),
+                       "value": base64.b64encode(b"lab").decode()}).encode()
+    req = urllib.request.Request(f"{member.client_url}/v3/kv/put", data=body,
+                                 headers={"Content-Type": "application/json"})
+    t = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback)
+            resp.read()
+        return True, time.monotonic() - t, ""
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        return False, time.monotonic() - t, text
+    except OSError as exc:  # the client's own timeout, a refused connection
+        return False, time.monotonic() - t, repr(exc)
+
+
+def write_trial(heartbeat_ms: int, election_ms: int, client_timeout: float
+                ) -> dict[str, Any]:
+    """A client loop of puts to a survivor (one at a time, each with ``client_timeout``)
+    while the leader is killed: ``writes_back_s`` (the leader's death to the first put
+    that succeeds again), ``first_put_s`` (how long the put in flight at its death took)
+    and ``server_timeout`` (1 when that put failed with etcd's "request timed out")."""
+    import threading
+
+    e = election_ms / 1000.0
+    with etcd_cluster(heartbeat_ms, election_ms) as (members, procs):
+        lead, _term = _leader(members, time.monotonic() + 30 + 4 * e)
+        survivor = next(m for m in members if m is not lead)
+        time.sleep(3 * heartbeat_ms / 1000.0)
+        log: list[tuple[float, bool, float, str]] = []
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                start = time.monotonic()
+                ok, took, err = put(survivor, client_timeout)
+                log.append((start, ok, took, err))
+
+        th = threading.Thread(target=loop, daemon=True)
+        th.start()
+        time.sleep(0.2)
+        t0 = _kill(procs[lead.name])
+        deadline = t0 + 5 + 2 * e + 20 * e + 10
+        try:
+            while time.monotonic() < deadline:
+                if any(ok and start >= t0 for start, ok, _, _ in log[-3:]):
+                    break
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            th.join(timeout=client_timeout + 5 + 2 * e + 5)
+    # The puts that ended after the leader died: the first was in flight at its death.
+    after = [(s, ok, took, err) for s, ok, took, err in log if s + took > t0]
+    # A put that the dead leader committed just before dying does not count as back.
+    ok_at = [s + took for s, ok, took, _ in after if ok and (s >= t0 or s + took > t0 + 0.05)]
+    if not ok_at:
+        raise HasimError("etcd: no put succeeded after the leader was killed")
+    first = after[0]
+    return {"writes_back_s": min(ok_at) - t0, "first_put_s": first[2],
+            "server_timeout": float("request timed out" in first[3])}
 
 
 def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0
@@ -221,6 +295,32 @@ def cell(name: str, trials: int, sim_trials_n: int = 200, pre_vote: bool = False
     return pd.DataFrame(rows)
 
 
+def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int = 200
+               ) -> pd.DataFrame:
+    """Writes through the leader's death, real and simulated, in the long format.
+
+    The simulated ``writes_back_s`` is what the model answers today: a write to a member
+    fails at once while no leader exists (``EtcdCluster.committed``) and succeeds as soon
+    as one does, so writes are back when the election ends, whatever the client's
+    timeout. The real etcd hangs a proposal sent to the dead leader until its request
+    timeout, 5 s + 2 x election timeout (docs/lab.md records the disagreement)."""
+    from hasim.lab.contention import Watch
+
+    hb, el = SETTINGS[name]
+    label = f"etcd writes {name} timeout {client_timeout:g}s"
+    rows = []
+    for i in range(trials):
+        with Watch() as w:
+            r = write_trial(hb, el, client_timeout)
+        r["contended"] = float(w.result.contended)
+        rows += [{"cell": label, "source": "real", "trial": i, "metric": k, "value": float(v)}
+                 for k, v in r.items()]
+    for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
+        rows.append({"cell": label, "source": "sim", "trial": i, "metric": "writes_back_s",
+                     "value": r["election_s"]})
+    return pd.DataFrame(rows)
+
+
 def judge(df: pd.DataFrame, metric: str = "election_s") -> dict[str, Any]:
     """The lab's acceptance for one cell: the simulated median within 15 % (or 0.3 s) of
     the real one, and with 20 or more real trials a two-sample KS test p > 0.01. Real
@@ -250,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"comma-separated of: {', '.join(SETTINGS)}")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--pre-vote", action="store_true")
+    parser.add_argument("--writes", metavar="SECONDS,...",
+                        help="also the write cells, one per client timeout (e.g. 1,15)")
     parser.add_argument("--out", default="results/lab-etcd")
     args = parser.parse_args(argv)
     try:
@@ -268,6 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{'agrees' if j['agrees'] else 'DISAGREES'}"
                   + (f"; {j['contended']} trial(s) under contention left out"
                      if j["contended"] else ""), flush=True)
+            for t in ([float(x) for x in args.writes.split(",")] if args.writes else []):
+                wdf = write_cell(n, t, args.trials)
+                frames.append(wdf)
+                j = judge(wdf, "writes_back_s")
+                print(f"etcd {n} writes, client timeout {t:g} s: writes back after real "
+                      f"median {j['real_median']:.3f} s, sim median {j['sim_median']:.3f} s: "
+                      f"{'agrees' if j['agrees'] else 'DISAGREES'}", flush=True)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         pd.concat(frames).to_parquet(out / "lab-etcd.parquet")

@@ -90,3 +90,20 @@ def test_judge_leaves_contended_trials_out() -> None:
              for i in range(10)]
     j = lab_etcd.judge(pd.DataFrame(rows))
     assert j["contended"] == 1 and j["real_n"] == 2 and j["agrees"]
+
+
+@pytest.mark.parametrize("client_timeout", [15.0, 1.0])
+def test_writes_through_the_leaders_death_hang_as_etcd_documents(client_timeout: float) -> None:
+    # docs/model.md (etcd): a write proposed while the leader is gone is forwarded to the
+    # dead leader and waits until etcd's request timeout, 5 s + 2E ("request timed out,
+    # possibly due to previous leader failure"), or the client's own, whichever is first.
+    # This checks the lab's instrument against that fact; the model's side of the cell
+    # is in docs/lab.md.
+    before = (_etcd_processes(), _dirs())
+    r = lab_etcd.write_trial(100, 1000, client_timeout)
+    request_timeout = 5.0 + 2 * 1.0
+    hang = min(request_timeout, client_timeout)
+    assert r["first_put_s"] == pytest.approx(hang, abs=0.3)
+    assert r["server_timeout"] == float(client_timeout > request_timeout)
+    assert r["writes_back_s"] >= hang - 0.3
+    assert (_etcd_processes(), _dirs()) == before
