@@ -299,12 +299,13 @@ def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int 
                ) -> pd.DataFrame:
     """Writes through the leader's death, real and simulated, in the long format.
 
-    The simulated ``writes_back_s`` is what the model answers today: a write to a member
-    fails at once while no leader exists (``EtcdCluster.committed``) and succeeds as soon
-    as one does, so writes are back when the election ends, whatever the client's
-    timeout. The real etcd hangs a proposal sent to the dead leader until its request
-    timeout, 5 s + 2 x election timeout (docs/lab.md records the disagreement)."""
+    The simulated ``writes_back_s`` is the model's rule
+    (:func:`hasim.sim.etcd.writes_back_after`: writes proposed before the new leader hang
+    until etcd's request timeout, 5 s + 2E, or the client's, and fail) applied to the
+    model's own elections under the same timers."""
     from hasim.lab.contention import Watch
+    from hasim.scenario import EtcdSpec
+    from hasim.sim.etcd import writes_back_after
 
     hb, el = SETTINGS[name]
     label = f"etcd writes {name} timeout {client_timeout:g}s"
@@ -315,9 +316,10 @@ def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int 
         r["contended"] = float(w.result.contended)
         rows += [{"cell": label, "source": "real", "trial": i, "metric": k, "value": float(v)}
                  for k, v in r.items()]
+    spec = EtcdSpec(heartbeat_interval=hb / 1000.0, election_timeout=el / 1000.0)
     for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
         rows.append({"cell": label, "source": "sim", "trial": i, "metric": "writes_back_s",
-                     "value": r["election_s"]})
+                     "value": writes_back_after(r["election_s"], client_timeout, spec)})
     return pd.DataFrame(rows)
 
 

@@ -34,6 +34,9 @@ class Apiservers:
         #: Whether an apiserver's etcd access path reaches a leader with quorum. Set by the
         #: engine from the topology; without etcd in the model, storage always answers.
         self.etcd_ok: Callable[[Proc], bool] = lambda proc: True
+        #: How long a write on an apiserver whose etcd cannot commit hangs before failing
+        #: (etcd's request timeout), or None when it fails at once (etcd unreachable).
+        self.etcd_stall: Callable[[Proc], float | None] = lambda proc: None
         # healthy()/can_write() are asked on every request and health check but change only
         # when a host, process or partition changes (Network.changed) or etcd's leader does
         # (the engine wires EtcdCluster.on_leader_change to invalidate): cache the answers
@@ -62,6 +65,13 @@ class Apiservers:
         if ok is None:
             ok = self._ok[proc] = self.net.is_alive(proc) and self.etcd_ok(proc)
         return ok
+
+    def write_stall(self, proc: Proc) -> float | None:
+        """For a write that ``proc`` cannot commit: seconds until etcd gives up on it (the
+        proposal hangs), or None when it fails at once."""
+        if not self.net.is_alive(proc):
+            return None
+        return self.etcd_stall(proc)
 
     def can_write(self, proc: Proc) -> bool:
         """Whether a request served by ``proc`` succeeds. Writes need etcd's quorum, and so

@@ -196,7 +196,7 @@ class Client:
                     sess.last_read = sess.last_activity = env.now
                     sess.unacked_since = None
                     if write and backend and not self.apis.can_write(backend):
-                        outcome = ERROR
+                        outcome = yield from self._write_failed(sess, backend, deadline)
                     else:
                         outcome = OK
         elif state == RESET:
@@ -217,6 +217,22 @@ class Client:
         if len(rows) >= FOLD:
             self.rec.requests.fold()
         return outcome
+
+    def _write_failed(self, sess: Session, backend: Proc, deadline: float
+                      ) -> Generator[Wait, Any, str]:
+        """A write etcd cannot commit: it fails at once when etcd is out of reach, else
+        its proposal hangs until etcd's request timeout ("etcdserver: request timed out")
+        or the client's deadline, whichever is first; it is not retried to a new leader
+        (docs/lab.md, etcd writes)."""
+        stall = self.apis.write_stall(backend)
+        if stall is None:
+            return ERROR
+        env = self.env
+        if env.now + stall >= deadline:
+            yield env.sleep(max(deadline - env.now, 0.0))
+            return self._timed_out(sess)
+        yield env.sleep(stall)
+        return ERROR
 
     def _timed_out(self, sess: Session) -> str:
         if self.spec.disable_http2:  # HTTP/1.1: the timed-out request's connection goes

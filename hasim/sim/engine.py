@@ -19,7 +19,7 @@ from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Sce
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.availability import ETCD_QUORUM, structural
 from hasim.sim.clients import DirectDialer, Kubelet, KubeProxy
-from hasim.sim.etcd import EtcdCluster, EtcdProxy, Flannel
+from hasim.sim.etcd import EtcdCluster, EtcdProxy, Flannel, request_timeout
 from hasim.sim.faults import FaultInjector
 from hasim.sim.haproxy import HAProxy
 from hasim.sim.kernel import Environment, events_processed, quiet_gc
@@ -110,8 +110,19 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
             return net.is_alive(proxy.proc) and etcd.serves(proxy.host, proxy.backends)
         return etcd.serves(proc[0], direct)
 
+    stall_s = request_timeout(spec.etcd)
+
+    def etcd_stall(proc: Proc) -> float | None:
+        proxy, direct = api_etcd.get(proc, (None, []))
+        if proxy is not None:
+            ok = net.is_alive(proxy.proc) and etcd.stalls(proxy.host, proxy.backends)
+        else:
+            ok = etcd.stalls(proc[0], direct)
+        return stall_s if ok else None
+
     if members:
         apis.etcd_ok = etcd_ok
+        apis.etcd_stall = etcd_stall
         etcd.on_leader_change.append(apis.invalidate)
 
     agg = AggregateChecks(env, net, rec, apis.healthy) if skip else None

@@ -19,6 +19,7 @@ tried and failed: 502. When the proxy dies, kubespray's unit restarts it after 1
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -30,9 +31,26 @@ from hasim.sim.network import OK, REFUSED, Network, Proc
 from hasim.sim.records import FOLD, Recorder
 
 FAILURE_WAIT = 5.0
+
+
+def request_timeout(spec: EtcdSpec) -> float:
+    """etcd's ``ReqTimeout``: 5 s + 2 x election timeout (etcdserver ``config.go``). A
+    proposal made while a member knows no live leader waits this long and then fails with
+    "etcdserver: request timed out" (docs/lab.md, etcd writes)."""
+    return 5.0 + 2.0 * spec.election_timeout
 REFRESH_INTERVAL = 30.0
 DIAL_TIMEOUT = 1.0
 PROXY_RESTART_SEC = 15.0
+
+
+def writes_back_after(election_s: float, client_timeout: float, spec: EtcdSpec) -> float:
+    """When a client writing in a loop (one write at a time, each with
+    ``client_timeout``) succeeds again after the leader dies, under this model: every
+    write proposed before the new leader exists hangs ``min(request_timeout,
+    client_timeout)`` and fails (the one in flight at the death included), the first one
+    proposed after it succeeds. The lab's etcd write cell compares this with real etcd."""
+    hang = min(request_timeout(spec), client_timeout)
+    return hang * max(1, math.ceil(election_s / hang - 1e-12))
 
 
 class EtcdCluster:
@@ -84,6 +102,16 @@ class EtcdCluster:
             and net.is_alive(member)
             and (member == lead or net.reachable(member[0], lead[0]))
         )
+
+    def stalls(self, src_host: str, endpoints: list[Proc]) -> bool:
+        """Whether a write from ``src_host`` would hang rather than fail at once: a member
+        of ``endpoints`` is up and reachable, but no leader can commit (an election, or a
+        lost quorum). The member accepts the proposal, forwards it to a leader that is
+        gone or drops it, and the proposal waits for :func:`request_timeout`."""
+        if self.leader is not None and not self.electing:
+            return False
+        net = self.net
+        return any(net.is_alive(m) and net.reachable(src_host, m[0]) for m in endpoints)
 
     def serves(self, src_host: str, endpoints: list[Proc]) -> bool:
         """Whether a client on ``src_host`` given ``endpoints`` (members) gets an answer."""

@@ -107,3 +107,11 @@ def test_writes_through_the_leaders_death_hang_as_etcd_documents(client_timeout:
     assert r["server_timeout"] == float(client_timeout > request_timeout)
     assert r["writes_back_s"] >= hang - 0.3
     assert (_etcd_processes(), _dirs()) == before
+
+
+@pytest.mark.parametrize("client_timeout", [1.0, 15.0])
+def test_write_cell_agrees_with_the_model(client_timeout: float) -> None:
+    df = lab_etcd.write_cell("etcd-defaults", client_timeout, trials=3, sim_trials_n=100)
+    verdict = lab_etcd.judge(df, "writes_back_s")
+    assert verdict["real_n"] + verdict["contended"] == 3
+    assert verdict["agrees"], verdict
