@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sim-trials", type=int, default=None)
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--out", default="results/calibration")
+    p.add_argument("--no-etcd", action="store_true", help="skip the real etcd cells")
     a = p.parse_args(args_list[1:])
     if a.trials < 1:
         p.error("--trials must be at least 1")
@@ -37,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_matrix(calibration_matrix(a.matrix), a.trials, a.out, parallel=a.parallel,
                    sim_trials=a.sim_trials)
+        if not a.no_etcd:
+            from hasim.lab.etcd import calibrate as etcd_cells
+
+            etcd_cells(a.out, a.trials, a.matrix)
     except HasimError as exc:
         print(f"hasim: error: {exc}", file=sys.stderr)
         return 2

@@ -345,6 +345,44 @@ def judge(df: pd.DataFrame, metric: str = "election_s") -> dict[str, Any]:
             "ks_p": p, "agrees": ok, "contended": len(bad)}
 
 
+#: The etcd cells of ``make calibrate``: (setting, client timeouts of the write cells).
+CALIBRATION: dict[str, list[tuple[str, tuple[float, ...]]]] = {
+    "quick": [("etcd-defaults", (1.0, 15.0))],
+    "full": [("etcd-defaults", (1.0, 15.0)), ("kubespray-2026", (15.0,)),
+             ("kubespray-2016", ())],
+}
+
+
+def calibrate(out: str | os.PathLike[str], trials: int, matrix: str = "full"
+              ) -> pd.DataFrame:
+    """The etcd cells of the calibration: elections and writes, judged, printed, and
+    written to ``out/lab-etcd.parquet``."""
+    frames = []
+    for name, timeouts in CALIBRATION[matrix]:
+        df = cell(name, trials)
+        frames.append(df)
+        _report(f"etcd {name}: leader killed -> new leader", judge(df))
+        for t in timeouts:
+            wdf = write_cell(name, t, trials)
+            frames.append(wdf)
+            _report(f"etcd {name}: writes back, client timeout {t:g} s",
+                    judge(wdf, "writes_back_s"))
+    both = pd.concat(frames, ignore_index=True)
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    both.to_parquet(path / "lab-etcd.parquet")
+    print(f"etcd trials in {path / 'lab-etcd.parquet'}", flush=True)
+    return both
+
+
+def _report(what: str, j: dict[str, Any]) -> None:
+    p = "" if np.isnan(j["ks_p"]) else f", KS p {j['ks_p']:.3g}"
+    left = f"; {j['contended']} trial(s) under contention left out" if j["contended"] else ""
+    print(f"{what}: real median {j['real_median']:.3f} s (n={j['real_n']}), sim median "
+          f"{j['sim_median']:.3f} s (n={j['sim_n']}){p}: "
+          f"{'agrees' if j['agrees'] else 'DISAGREES'}{left}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hasim.lab.etcd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -365,20 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in names:
             df = cell(n, args.trials, pre_vote=args.pre_vote)
             frames.append(df)
-            j = judge(df)
-            print(f"etcd {n}: leader killed -> new leader: real median "
-                  f"{j['real_median']:.3f} s (n={j['real_n']}), sim median "
-                  f"{j['sim_median']:.3f} s (n={j['sim_n']}), KS p {j['ks_p']:.3g}: "
-                  f"{'agrees' if j['agrees'] else 'DISAGREES'}"
-                  + (f"; {j['contended']} trial(s) under contention left out"
-                     if j["contended"] else ""), flush=True)
+            _report(f"etcd {n}: leader killed -> new leader", judge(df))
             for t in ([float(x) for x in args.writes.split(",")] if args.writes else []):
                 wdf = write_cell(n, t, args.trials)
                 frames.append(wdf)
-                j = judge(wdf, "writes_back_s")
-                print(f"etcd {n} writes, client timeout {t:g} s: writes back after real "
-                      f"median {j['real_median']:.3f} s, sim median {j['sim_median']:.3f} s: "
-                      f"{'agrees' if j['agrees'] else 'DISAGREES'}", flush=True)
+                _report(f"etcd {n}: writes back, client timeout {t:g} s",
+                        judge(wdf, "writes_back_s"))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         pd.concat(frames).to_parquet(out / "lab-etcd.parquet")

@@ -115,3 +115,25 @@ def test_write_cell_agrees_with_the_model(client_timeout: float) -> None:
     verdict = lab_etcd.judge(df, "writes_back_s")
     assert verdict["real_n"] + verdict["contended"] == 3
     assert verdict["agrees"], verdict
+
+
+def test_calibrate_runs_every_cell_of_its_matrix(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    calls: list[tuple[str, object]] = []
+
+    def fake(metric: str) -> pd.DataFrame:
+        return pd.DataFrame([{"cell": "c", "source": src, "trial": 0, "metric": metric,
+                              "value": 1.0} for src in ("real", "sim")])
+
+    monkeypatch.setattr(lab_etcd, "cell", lambda n, t, **k: calls.append(("e", n))
+                        or fake("election_s"))
+    monkeypatch.setattr(lab_etcd, "write_cell", lambda n, to, t, **k: calls.append(("w", to))
+                        or fake("writes_back_s"))
+    df = lab_etcd.calibrate(tmp_path, trials=1, matrix="full")
+    assert calls == [("e", "etcd-defaults"), ("w", 1.0), ("w", 15.0), ("e", "kubespray-2026"),
+                     ("w", 15.0), ("e", "kubespray-2016")]
+    assert (tmp_path / "lab-etcd.parquet").exists() and len(df) == 12
+    assert capsys.readouterr().out.count("agrees") == 6
