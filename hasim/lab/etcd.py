@@ -355,11 +355,18 @@ CALIBRATION: dict[str, list[tuple[str, tuple[float, ...]]]] = {
 
 def calibrate(out: str | os.PathLike[str], trials: int, matrix: str = "full"
               ) -> pd.DataFrame:
-    """The etcd cells of the calibration: elections and writes, judged, printed, and
-    written to ``out/lab-etcd.parquet``."""
+    """The etcd cells of the calibration (:data:`CALIBRATION`)."""
+    return run_cells(out, trials, CALIBRATION[matrix])
+
+
+def run_cells(out: str | os.PathLike[str], trials: int,
+              cells: Sequence[tuple[str, tuple[float, ...]]], pre_vote: bool = False
+              ) -> pd.DataFrame:
+    """Per setting, the election cell and a write cell per client timeout: judged,
+    printed, and written to ``out/lab-etcd.parquet``."""
     frames = []
-    for name, timeouts in CALIBRATION[matrix]:
-        df = cell(name, trials)
+    for name, timeouts in cells:
+        df = cell(name, trials, pre_vote=pre_vote)
         frames.append(df)
         _report(f"etcd {name}: leader killed -> new leader", judge(df))
         for t in timeouts:
@@ -399,20 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = [n for n in names if n not in SETTINGS]
         if bad:
             raise HasimError(f"--settings: unknown {bad[0]!r}; known: {', '.join(SETTINGS)}")
-        frames = []
-        for n in names:
-            df = cell(n, args.trials, pre_vote=args.pre_vote)
-            frames.append(df)
-            _report(f"etcd {n}: leader killed -> new leader", judge(df))
-            for t in ([float(x) for x in args.writes.split(",")] if args.writes else []):
-                wdf = write_cell(n, t, args.trials)
-                frames.append(wdf)
-                _report(f"etcd {n}: writes back, client timeout {t:g} s",
-                        judge(wdf, "writes_back_s"))
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        pd.concat(frames).to_parquet(out / "lab-etcd.parquet")
-        print(f"trials in {out / 'lab-etcd.parquet'}")
+        timeouts = tuple(float(x) for x in args.writes.split(",")) if args.writes else ()
+        run_cells(args.out, args.trials, [(n, timeouts) for n in names], args.pre_vote)
     except HasimError as exc:
         print(f"hasim: error: {exc}", file=sys.stderr)
         return 2

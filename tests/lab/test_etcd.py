@@ -43,7 +43,8 @@ def test_election_after_leader_kill_agrees_with_the_model() -> None:
     # heartbeat, which came at most one heartbeat (H) before the kill. (There is no upper
     # bound: an election may take more than one round.)
     assert real.min() > 1.0 - 0.1 - 0.05
-    assert verdict["real_n"] == 20 and verdict["agrees"], verdict
+    # Trials taken under contention are left out of the verdict, and counted.
+    assert verdict["real_n"] + verdict["contended"] == 20 and verdict["agrees"], verdict
     assert (_etcd_processes(), _dirs()) == before
 
 
