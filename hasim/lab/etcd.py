@@ -204,12 +204,23 @@ def put(member: Member, timeout: float) -> tuple[bool, float, str]:
         return False, time.monotonic() - t, repr(exc)
 
 
+#: When the probe write is proposed after the leader's death: well inside the election
+#: (no survivor times out before E - H), so the survivor still forwards to the dead leader.
+PROBE_AFTER_S = 0.05
+
+
 def write_trial(heartbeat_ms: int, election_ms: int, client_timeout: float
                 ) -> dict[str, Any]:
-    """A client loop of puts to a survivor (one at a time, each with ``client_timeout``)
-    while the leader is killed: ``writes_back_s`` (the leader's death to the first put
-    that succeeds again), ``first_put_s`` (how long the put in flight at its death took)
-    and ``server_timeout`` (1 when that put failed with etcd's "request timed out")."""
+    """Writes to a survivor while the leader is killed, each with ``client_timeout``.
+
+    - ``probe_s``: a put proposed :data:`PROBE_AFTER_S` after the leader's death, during
+      the election: how long it took, ``probe_ok`` whether it succeeded and
+      ``server_timeout`` whether etcd's "request timed out" ended it;
+    - a client loop of puts (one at a time) throughout: ``writes_back_s`` (the death to
+      the first put that succeeds again) and ``in_flight_s``/``in_flight_ok`` for the put
+      under way at the death. That put is either lost with the leader (it hangs like the
+      probe) or already on a survivor's log, and then the new leader commits it at the
+      election's end: both happen (docs/lab.md)."""
     import threading
 
     e = election_ms / 1000.0
@@ -218,6 +229,7 @@ def write_trial(heartbeat_ms: int, election_ms: int, client_timeout: float
         survivor = next(m for m in members if m is not lead)
         time.sleep(3 * heartbeat_ms / 1000.0)
         log: list[tuple[float, bool, float, str]] = []
+        probe: list[tuple[bool, float, str]] = []
         stop = threading.Event()
 
         def loop() -> None:
@@ -230,24 +242,31 @@ def write_trial(heartbeat_ms: int, election_ms: int, client_timeout: float
         th.start()
         time.sleep(0.2)
         t0 = _kill(procs[lead.name])
-        deadline = t0 + 5 + 2 * e + 20 * e + 10
+        time.sleep(max(0.0, t0 + PROBE_AFTER_S - time.monotonic()))
+        pt = threading.Thread(target=lambda: probe.append(put(survivor, client_timeout)),
+                              daemon=True)
+        pt.start()
+        deadline = t0 + 5 + 2 * e + 20 * e + client_timeout + 10
         try:
             while time.monotonic() < deadline:
-                if any(ok and start >= t0 for start, ok, _, _ in log[-3:]):
+                if probe and any(ok and start >= t0 for start, ok, _, _ in log[-3:]):
                     break
                 time.sleep(0.01)
         finally:
             stop.set()
             th.join(timeout=client_timeout + 5 + 2 * e + 5)
-    # The puts that ended after the leader died: the first was in flight at its death.
+            pt.join(timeout=client_timeout + 5 + 2 * e + 5)
     after = [(s, ok, took, err) for s, ok, took, err in log if s + took > t0]
-    # A put that the dead leader committed just before dying does not count as back.
+    # A put the dead leader committed just before dying does not count as back.
     ok_at = [s + took for s, ok, took, _ in after if ok and (s >= t0 or s + took > t0 + 0.05)]
-    if not ok_at:
+    if not ok_at or not probe:
         raise HasimError("etcd: no put succeeded after the leader was killed")
     first = after[0]
-    return {"writes_back_s": min(ok_at) - t0, "first_put_s": first[2],
-            "server_timeout": float("request timed out" in first[3])}
+    p_ok, p_took, p_err = probe[0]
+    return {"probe_s": p_took, "probe_ok": float(p_ok),
+            "server_timeout": float("request timed out" in p_err),
+            "writes_back_s": min(ok_at) - t0, "in_flight_s": first[2],
+            "in_flight_ok": float(first[1])}
 
 
 def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0
@@ -305,7 +324,7 @@ def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int 
     model's own elections under the same timers."""
     from hasim.lab.contention import Watch
     from hasim.scenario import EtcdSpec
-    from hasim.sim.etcd import writes_back_after
+    from hasim.sim.etcd import request_timeout, writes_back_after
 
     hb, el = SETTINGS[name]
     label = f"etcd writes {name} timeout {client_timeout:g}s"
@@ -320,6 +339,10 @@ def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int 
     for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
         rows.append({"cell": label, "source": "sim", "trial": i, "metric": "writes_back_s",
                      "value": writes_back_after(r["election_s"], client_timeout, spec)})
+        # A write proposed during the election hangs until etcd's request timeout or the
+        # client's (EtcdCluster.stalls, Client._write_failed).
+        rows.append({"cell": label, "source": "sim", "trial": i, "metric": "probe_s",
+                     "value": min(request_timeout(spec), client_timeout)})
     return pd.DataFrame(rows)
 
 
@@ -372,6 +395,8 @@ def run_cells(out: str | os.PathLike[str], trials: int,
         for t in timeouts:
             wdf = write_cell(name, t, trials)
             frames.append(wdf)
+            _report(f"etcd {name}: a write proposed during the election, client timeout "
+                    f"{t:g} s", judge(wdf, "probe_s"))
             _report(f"etcd {name}: writes back, client timeout {t:g} s",
                     judge(wdf, "writes_back_s"))
     both = pd.concat(frames, ignore_index=True)
