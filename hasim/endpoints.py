@@ -174,25 +174,24 @@ class HostView:
         return dict(lb)
 
 
-def ipwrap(address: str) -> str:
-    """``ansible.utils.ipwrap``: an IPv6 address in brackets, anything else as it is, so
-    that ``scheme://ADDRESS:PORT`` is a URL for both families."""
-    if ":" not in address:
-        return address  # a name or an IPv4 address (the common case, and a fast one)
+def ip_version(address: str) -> int | None:
+    """4 or 6 for an IP address, None for anything else (a host name)."""
     try:
-        if isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address):
-            return f"[{address}]"
+        return ipaddress.ip_address(address).version
     except ValueError:
-        pass
-    return address
+        return None
 
 
 def is_ipv6(address: str) -> bool:
     """Whether ``address`` is an IPv6 address (a name or an IPv4 address is not)."""
-    try:
-        return isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address)
-    except ValueError:
-        return False
+    return ":" in address and ip_version(address) == 6
+
+
+def ipwrap(address: str) -> str:
+    """``ansible.utils.ipwrap``: an IPv6 address in brackets, anything else as it is, so
+    that ``scheme://ADDRESS:PORT`` is a URL for both families. (Without a colon it is no
+    IPv6 address: the common case returns without parsing.)"""
+    return f"[{address}]" if is_ipv6(address) else address
 
 
 def ansible_bool(value: Any) -> bool:
@@ -216,21 +215,19 @@ def access_address(h: HostView) -> str:
     return h.host.access_ip
 
 
-#: URL lists of one evaluation: they depend on the listed hosts only, not on the host
-#: asking, and a 5,000-node cluster would otherwise build them 5,000 times.
-_MEMO: dict[tuple[Any, ...], list[str]] = {}
-_EVALUATING: list[bool] = []  # non-empty while _evaluate runs: only then is _MEMO valid
-
-
 def _urls(h: HostView, members: Sequence[Host], scheme: str, port: int,
           address: Callable[[HostView], str]) -> list[str]:
-    if not _EVALUATING:
-        return [f"{scheme}://{ipwrap(address(h.view(m)))}:{port}" for m in members]
-    key = (id(h.cluster), id(h.defaults), scheme, port, address, tuple(m.name for m in members))
-    urls = _MEMO.get(key)
-    if urls is None:
-        urls = _MEMO[key] = [f"{scheme}://{ipwrap(address(h.view(m)))}:{port}" for m in members]
-    return list(urls)
+    # The list depends on the listed hosts only, not on the host asking: computed once per
+    # (immutable) cluster, not once per host of a 5,000-node cluster. Each entry holds the
+    # defaults it was made with, so their id() in the key cannot be reused meanwhile.
+    memo: dict[tuple[Any, ...], tuple[Mapping[str, Any], list[str]]] = \
+        h.cluster.__dict__.setdefault("_urls", {})
+    key = (id(h.defaults), scheme, port, address, tuple(m.name for m in members))
+    hit = memo.get(key)
+    if hit is None:
+        urls = [f"{scheme}://{ipwrap(address(h.view(m)))}:{port}" for m in members]
+        hit = memo[key] = (h.defaults, urls)
+    return list(hit[1])
 
 
 def apiserver_urls(h: HostView, port: int,
@@ -244,6 +241,23 @@ def etcd_urls(h: HostView, members: Sequence[Host], scheme: str,
               address: Callable[[HostView], str] = access_address) -> list[str]:
     """``scheme://ADDRESS:2379`` of every etcd member, in group order."""
     return _urls(h, members, scheme, ETCD_CLIENT_PORT, address)
+
+
+def lb_port(h: HostView, lb: Mapping[str, Any]) -> int:
+    """``loadbalancer_apiserver.port | default(kube_apiserver_port)``: every rule set's
+    port of the external LB."""
+    return h.port("loadbalancer_apiserver.port", lb.get("port", h.port("kube_apiserver_port")))
+
+
+def external_balancer(h: HostView, address: Callable[[HostView], str] = access_address
+                      ) -> tuple[str, int, list[str]] | None:
+    """The external LB as a rule set places it: its address, port and server lines
+    (every master at ``address:kube_apiserver_port``), or None when none is defined."""
+    lb = h.external_lb()
+    if lb is None:
+        return None
+    return (str(lb["address"]), lb_port(h, lb),
+            apiserver_urls(h, h.port("kube_apiserver_port"), address))
 
 
 def local_lb_kind(h: HostView) -> str:
@@ -360,13 +374,7 @@ def _evaluate(cluster: Cluster, rule_set: RuleSet,
               views: Sequence[HostView]) -> dict[str, Endpoints]:
     out: dict[str, Endpoints] = {}
     etcd_hosts = {m.name for m in rule_set.etcd_hosts(cluster)}
-    _MEMO.clear()
-    _EVALUATING.append(True)
-    try:
-        _fill(out, rule_set, views, etcd_hosts)
-    finally:
-        _EVALUATING.pop()
-        _MEMO.clear()  # keyed by id(): never valid beyond this evaluation
+    _fill(out, rule_set, views, etcd_hosts)
     return out
 
 
@@ -420,8 +428,8 @@ def endpoint_warnings(cluster: Any, rules: str | RuleSet | None = None) -> list[
     One sentence each, in a stable order; empty when there is nothing to say.
     """
     cluster, rule_set = _resolve(cluster, rules)
-    views = _views(cluster, rule_set)
-    return rule_set.warnings(views, _evaluate(cluster, rule_set, views))
+    eps = evaluate_endpoints(cluster, rule_set)  # computed once per cluster and rule set
+    return rule_set.warnings(_views(cluster, rule_set), eps)
 
 
 #: The per-host cells :func:`diff_endpoints` compares, in output order.

@@ -18,7 +18,9 @@ from hasim.endpoints import (
     RuleSet,
     apiserver_urls,
     etcd_urls,
+    external_balancer,
     ipwrap,
+    lb_port,
     local_lb_kind,
     register,
 )
@@ -33,11 +35,6 @@ DEFAULTS: Mapping[str, Any] = {
     # that a local HAProxy can be compared on the 2016 table.
     "loadbalancer_apiserver_type": "nginx",
 }
-
-
-def lb_port(h: HostView, lb: Mapping[str, Any]) -> int:
-    """``lp``: ``loadbalancer_apiserver.port``, deferring to ``kube_apiserver_port``."""
-    return h.port("loadbalancer_apiserver.port", lb.get("port", h.port("kube_apiserver_port")))
 
 
 def apiserver(h: HostView) -> str | None:
@@ -97,13 +94,6 @@ def etc_hosts(h: HostView) -> list[str]:
     return [f"{lb['address']} {h.var('apiserver_loadbalancer_domain_name')}"]
 
 
-def external_lb(h: HostView) -> tuple[str, int, list[str]] | None:
-    lb = h.external_lb()
-    if lb is None:
-        return None
-    return str(lb["address"]), lb_port(h, lb), apiserver_urls(h, h.port("kube_apiserver_port"))
-
-
 RULE_SET: RuleSet = register(
     RuleSet(
         name="ha-mode-2016",
@@ -115,6 +105,6 @@ RULE_SET: RuleSet = register(
         etcd_proxy_backends=etcd_proxy_backends,
         flannel_etcd=flannel_etcd,
         etc_hosts=etc_hosts,
-        external_lb=external_lb,
+        external_lb=external_balancer,
     )
 )

@@ -27,7 +27,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hasim.endpoints import Endpoints, HostView, LocalLB, RuleSet, ipwrap, is_ipv6, register
+from hasim.cluster import ETCD
+from hasim.endpoints import (
+    Endpoints,
+    HostView,
+    LocalLB,
+    RuleSet,
+    external_balancer,
+    ipwrap,
+    is_ipv6,
+    lb_port,
+    register,
+)
 from hasim.rules import ha_mode_2016, hosts_spelled_without, name_list
 
 DEFAULT_DOMAIN = "lb-apiserver.kubernetes.local"
@@ -56,7 +67,7 @@ def apiserver(h: HostView) -> str | None:
     lb = _lb_with_port(h)
     if lb is not None:
         domain = h.var("apiserver_loadbalancer_domain_name") or DEFAULT_DOMAIN
-        return f"https://{domain}:{h.port('loadbalancer_apiserver.port', lb['port'])}"
+        return f"https://{domain}:{lb_port(h, lb)}"
     return f"https://{ipwrap(h.first_master.access_ip)}:{h.port('kube_apiserver_port')}"
 
 
@@ -71,14 +82,14 @@ def etc_hosts(h: HostView) -> list[str]:
     lb = h.external_lb()
     if lb is None or not h.defined("apiserver_loadbalancer_domain_name"):
         return []
-    if not (h.in_k8s or h.host.groups & {"etcd"}):
+    if not (h.in_k8s or ETCD in h.host.groups):
         return []
     return [f"{lb['address']} {h.var('apiserver_loadbalancer_domain_name')}"]
 
 
 def external_lb(h: HostView) -> tuple[str, int, list[str]] | None:
     # An LB without a port is configured on no host (item 2), so none is placed.
-    return ha_mode_2016.external_lb(h) if _lb_with_port(h) is not None else None
+    return external_balancer(h) if _lb_with_port(h) is not None else None
 
 
 def warnings(views: Sequence[HostView], eps: Mapping[str, Endpoints]) -> list[str]:

@@ -34,8 +34,11 @@ from hasim.endpoints import (
     ansible_bool,
     apiserver_urls,
     etcd_urls,
+    external_balancer,
+    ip_version,
     ipwrap,
     is_ipv6,
+    lb_port,
     local_lb_kind,
     register,
 )
@@ -92,13 +95,18 @@ def local_port(h: HostView) -> int:
                   h.host.var("loadbalancer_apiserver_port") or h.port("kube_apiserver_port"))
 
 
+def bind(h: HostView) -> str:
+    """``kube_apiserver_bind_address`` as set (default ``::``, every address)."""
+    return str(h.var("kube_apiserver_bind_address"))
+
+
 def bind_address(h: HostView) -> str:
     """Rule 3's address: ``kube_apiserver_bind_address | regex_replace('::', '127.0.0.1')``.
 
     The regex replaces ``::`` anywhere, so an IPv6 bind address such as ``fd00::1``
     becomes ``fd00127.0.0.11``; hasim writes what kubespray writes and warns.
     """
-    return str(h.var("kube_apiserver_bind_address")).replace("::", "127.0.0.1")
+    return bind(h).replace("::", "127.0.0.1")
 
 
 def apiserver(h: HostView) -> str | None:
@@ -107,8 +115,7 @@ def apiserver(h: HostView) -> str | None:
     lb = h.external_lb()
     sp = h.port("kube_apiserver_port")
     if lb is not None:
-        port = h.port("loadbalancer_apiserver.port", lb.get("port", sp))
-        return f"https://{ipwrap(domain(h))}:{port}"
+        return f"https://{ipwrap(domain(h))}:{lb_port(h, lb)}"
     if not h.is_master and localhost_lb(h):
         return f"https://localhost:{local_port(h)}"
     if h.is_master:
@@ -119,7 +126,7 @@ def apiserver(h: HostView) -> str | None:
 def local_lb(h: HostView) -> LocalLB | None:
     if not h.in_k8s or not localhost_lb(h):
         return None
-    if h.is_master and str(h.var("kube_apiserver_bind_address")) == "::":
+    if h.is_master and bind(h) == "::":
         return None
     port = local_port(h)
     listen = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if ipv6_stack(h) else [])
@@ -153,22 +160,7 @@ def etc_hosts(h: HostView) -> list[str]:
 
 
 def external_lb(h: HostView) -> tuple[str, int, list[str]] | None:
-    lb = h.external_lb()
-    if lb is None:
-        return None
-    sp = h.port("kube_apiserver_port")
-    port = h.port("loadbalancer_apiserver.port", lb.get("port", sp))
-    return str(lb["address"]), port, apiserver_urls(h, sp, main_access_ip)
-
-
-def _is_address(name: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+    return external_balancer(h, main_access_ip)
 
 
 def warnings(views: Sequence[HostView], eps: Mapping[str, Endpoints]) -> list[str]:
@@ -183,16 +175,15 @@ def warnings(views: Sequence[HostView], eps: Mapping[str, Endpoints]) -> list[st
         )
     names = sorted({domain(v) for v in views if v.in_k8s and v.external_lb() is not None}
                    - {"localhost"})
-    names = [n for n in names if not _is_address(n)]
+    names = [n for n in names if ip_version(n) is None]
     if names:
         out.append(
             f"the apiserver is reached by the name {', '.join(names)}: current kubespray "
             "writes no /etc/hosts line for it (kubespray #12382), so it must resolve "
             "through DNS on every host"
         )
-    mangled = sorted({str(v.var("kube_apiserver_bind_address")) for v in views
-                      if v.is_master and "::" in str(v.var("kube_apiserver_bind_address"))
-                      and str(v.var("kube_apiserver_bind_address")) != "::"})
+    mangled = sorted({bind(v) for v in views
+                      if v.is_master and "::" in bind(v) and bind(v) != "::"})
     if mangled:
         out.append(
             f"kube_apiserver_bind_address {', '.join(mangled)}: kubespray's "
