@@ -32,9 +32,19 @@ small{color:#555}
 FIG_W = 10
 
 
+def _plt() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display: the figures go into the page)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig: Any, a: Any = None, name: str | None = None) -> str:
     """The figure as a data: URI; also ``a.out/NAME.png`` when given (for docs, slides)."""
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
@@ -80,12 +90,9 @@ def _severity(cell: Mapping[str, Any]) -> str:
 
 
 def _ecdf_figure(a: Any) -> str | None:
-    import matplotlib
-
     from hasim.assessment import RUN_DURATION
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     if a.cells is None or a.cells.empty:
         return None
@@ -127,10 +134,7 @@ def _ecdf_figure(a: Any) -> str | None:
 
 
 def _load_figure(a: Any) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     d = a.damage
     if d is None or d.empty:
@@ -152,10 +156,7 @@ def _load_figure(a: Any) -> str | None:
 
 
 def _pareto_figure(a: Any) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     t = a.tuning
     if t is None or t.empty:

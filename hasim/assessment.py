@@ -30,12 +30,14 @@ import yaml
 
 from hasim.audit import audit
 from hasim.cluster import Cluster
+from hasim.compare import held_past
 from hasim.endpoints import endpoint_warnings, evaluate_endpoints, get_rules
 from hasim.errors import HasimError, ScenarioError
 from hasim.knobs import Knobs, read_knobs
 from hasim.layouts import Layout, classify, layouts_for
 from hasim.scenario import (
     Scenario,
+    _set_dotted,
     cluster_from_inventory,
     load_scenario,
     looks_like_scenario,
@@ -105,20 +107,6 @@ def _underscore_groups(p: Path) -> bool:
     return "kube_control_plane" in text
 
 
-def _set(raw: dict[str, Any], key: str, value: Any) -> None:
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
-def _past(duration: str) -> str:
-    from hasim.units import parse_duration
-
-    return f"{parse_duration(duration) + 3600:g}s"
-
-
 @dataclass(frozen=True)
 class Fault:
     """One fault of the plan: its label, ``--faults`` kind and the scenario fault."""
@@ -134,7 +122,7 @@ def fault_plan(scenario: Scenario, kinds: Sequence[str]) -> list[Fault]:
     of another one; the loss of its LB (the first node's local LB process, or the VIP
     holder of an external pair); the crash of the first etcd member. Held to the end."""
     masters = scenario.cluster.members("kube-master")
-    hold = _past(RUN_DURATION)
+    hold = held_past(RUN_DURATION)
     out: list[Fault] = []
     for m in masters[:2]:
         for kind in ("crash", "poweroff", "partition"):
@@ -186,13 +174,13 @@ def layout_scenario(subject: Subject, layout: Layout, knobs: Knobs, name: str,
     for key, value in knobs.overrides(with_vip=layout.kube_vip).items():
         if key.startswith("balancers.external") and "external" not in layout.balancers:
             continue
-        _set(raw, key, value)
+        _set_dotted(raw, key, value, subject.anchor)
     nodes = len(subject.cluster.members("kube-node"))
     if nodes > SAMPLE_ABOVE:
-        _set(raw, "sampling.nodes", SAMPLED_NODES)
-        _set(raw, "sampling.shared_lb", True)
+        _set_dotted(raw, "sampling.nodes", SAMPLED_NODES, subject.anchor)
+        _set_dotted(raw, "sampling.shared_lb", True, subject.anchor)
     for key, value in (overrides or {}).items():
-        _set(raw, key, value)
+        _set_dotted(raw, key, value, subject.anchor)
     return scenario_from_dict(raw, subject.anchor)
 
 

@@ -76,11 +76,11 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def _endpoints_diff(args: argparse.Namespace) -> int:
     """Only the host/field cells where two rule sets disagree; exit 0 either way."""
-    from hasim.endpoints import diff_endpoints, endpoint_warnings
+    from hasim.endpoints import diff_endpoints, endpoint_warnings, get_rules
 
     rules_a, rules_b = args.diff
     subject, _ = _cluster_and_rules(args.path, rules_a)
-    _cluster_and_rules(args.path, rules_b)
+    get_rules(rules_b, args.path)  # the cluster is read once, both names checked
     cluster = getattr(subject, "cluster", subject)
     diff = diff_endpoints(cluster, rules_a, rules_b)
     for rules in (rules_a, rules_b):
@@ -115,7 +115,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
     a = assess(args.path, rules=args.rules, kubernetes_version=args.kubernetes_version,
                faults=args.faults, reps=args.reps, out=args.out, executor=args.executor,
                jobs=args.jobs, scheduler=args.scheduler, tuning=not args.no_tuning,
-               progress=None if not args.quiet else False)
+               progress=False if args.quiet else None)
     for w in a.warnings:
         print(f"hasim: warning: {w}", file=sys.stderr)
     print(summary_text(a))

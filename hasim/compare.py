@@ -108,7 +108,7 @@ def fault_matrix(
             fault = f"{kind} {host}"
             name = f"{label} | {fault}"
             hold = {"at": at, "target": host, "kind": kind,
-                    "duration": _past(duration)}
+                    "duration": held_past(duration)}
             scenarios.append(base.with_overrides({
                 "name": name, "faults": [hold], "duration": duration, "sweep": {}}))
             rows.append({"scenario": name, "mode": label, "fault": fault, "fault_kind": kind,
@@ -118,7 +118,7 @@ def fault_matrix(
     return Matrix(scenarios, pd.DataFrame(rows))
 
 
-def _past(duration: str) -> str:
+def held_past(duration: str) -> str:
     """A fault duration past the end of a run of ``duration``: held down throughout."""
     from hasim.units import parse_duration
 

@@ -88,13 +88,14 @@ def tune_layout(subject: Any, layout: Layout, knobs: Knobs, out: Path, reps: int
                 executor: str, jobs: int | None, scheduler: str | None,
                 progress: bool | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the grid on ``layout``; return one row per setting and the recommended one."""
-    from hasim.assessment import FAULT_AT, RUN_DURATION, _past, layout_scenario
+    from hasim.assessment import FAULT_AT, RUN_DURATION, layout_scenario
     from hasim.batch import run_batch
+    from hasim.compare import held_past
     from hasim.results import load_results
     from hasim.verdict import run_figures
 
     masters = subject.cluster.members("kube-master")
-    hold = _past(RUN_DURATION)
+    hold = held_past(RUN_DURATION)
     faults = [{"at": FAULT_AT, "target": masters[0], "kind": k, "duration": hold}
               for k in ("crash", "poweroff")]
     settings = grid(layout)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from hasim.compare import _fault_hosts, victims
-from hasim.summarize import mean_ci, per_run
+from hasim.summarize import _weights, mean_ci, per_run
 
 #: The damage figures, in the order the ranking compares them, then the load figure.
 DAMAGE = ("never_recovered", "not_ready_nodes", "client_time_lost_s")
@@ -48,9 +48,7 @@ FIGURES = (*DAMAGE, "p95_failover_s", LOAD, "connections_per_apiserver_s")
 
 
 def _w(df: pd.DataFrame) -> np.ndarray:
-    if "weight" in df.columns:
-        return df["weight"].astype(float).fillna(1.0).to_numpy()
-    return np.ones(len(df))
+    return _weights(df).to_numpy(dtype=float)
 
 
 def _p95_censored(lat: np.ndarray, w: np.ndarray, window: float) -> float:

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,22 +292,30 @@ def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0
     return out
 
 
+def _real_rows(label: str, trials: int, trial: Callable[[], dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+    """``trials`` real trials as long-format rows, each with the machine's contention
+    while it ran (:mod:`hasim.lab.contention`)."""
+    from hasim.lab.contention import Watch
+
+    rows = []
+    for i in range(trials):
+        with Watch() as w:
+            r = trial()
+        c = w.result
+        r.update({"load1": c.load1, "steal_share": c.steal_share, "busy_share": c.busy_share,
+                  "contended": float(c.contended)})
+        rows += [{"cell": label, "source": "real", "trial": i, "metric": k, "value": float(v)}
+                 for k, v in r.items()]
+    return rows
+
+
 def cell(name: str, trials: int, sim_trials_n: int = 200, pre_vote: bool = False
          ) -> pd.DataFrame:
     """Real and simulated trials of one setting, in the lab's long format: ``cell``,
     ``source`` (real/sim), ``trial``, ``metric``, ``value``."""
-    from hasim.lab.contention import Watch
-
     hb, el = SETTINGS[name]
-    rows = []
-    for i in range(trials):
-        with Watch() as w:
-            r = real_trial(hb, el, pre_vote)
-        c = w.result
-        r.update({"load1": c.load1, "steal_share": c.steal_share, "busy_share": c.busy_share,
-                  "contended": float(c.contended)})
-        rows += [{"cell": f"etcd {name}", "source": "real", "trial": i, "metric": k,
-                  "value": float(v)} for k, v in r.items()]
+    rows = _real_rows(f"etcd {name}", trials, lambda: real_trial(hb, el, pre_vote))
     for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
         rows.append({"cell": f"etcd {name}", "source": "sim", "trial": i,
                      "metric": "election_s", "value": r["election_s"]})
@@ -322,19 +330,12 @@ def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int 
     (:func:`hasim.sim.etcd.writes_back_after`: writes proposed before the new leader hang
     until etcd's request timeout, 5 s + 2E, or the client's, and fail) applied to the
     model's own elections under the same timers."""
-    from hasim.lab.contention import Watch
     from hasim.scenario import EtcdSpec
     from hasim.sim.etcd import request_timeout, writes_back_after
 
     hb, el = SETTINGS[name]
     label = f"etcd writes {name} timeout {client_timeout:g}s"
-    rows = []
-    for i in range(trials):
-        with Watch() as w:
-            r = write_trial(hb, el, client_timeout)
-        r["contended"] = float(w.result.contended)
-        rows += [{"cell": label, "source": "real", "trial": i, "metric": k, "value": float(v)}
-                 for k, v in r.items()]
+    rows = _real_rows(label, trials, lambda: write_trial(hb, el, client_timeout))
     spec = EtcdSpec(heartbeat_interval=hb / 1000.0, election_timeout=el / 1000.0)
     for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
         rows.append({"cell": label, "source": "sim", "trial": i, "metric": "writes_back_s",

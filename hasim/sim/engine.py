@@ -10,6 +10,7 @@ faults at the same times and the same client phases (common random numbers).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,21 +105,21 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
     api_etcd = {(d["host"], "apiserver"): etcd_path(n) for n, d in g.nodes(data=True)
                 if d["component"] == "apiserver"}
 
-    def etcd_ok(proc: Proc) -> bool:
+    def via_etcd_path(proc: Proc, test: Callable[[str, list[Proc]], bool]) -> bool:
+        """``test(host, members)`` on the apiserver's way to etcd: through its proxy (which
+        must be up) or straight to the members."""
         proxy, direct = api_etcd.get(proc, (None, []))
         if proxy is not None:
-            return net.is_alive(proxy.proc) and etcd.serves(proxy.host, proxy.backends)
-        return etcd.serves(proc[0], direct)
+            return net.is_alive(proxy.proc) and test(proxy.host, proxy.backends)
+        return test(proc[0], direct)
+
+    def etcd_ok(proc: Proc) -> bool:
+        return via_etcd_path(proc, etcd.serves)
 
     stall_s = request_timeout(spec.etcd)
 
     def etcd_stall(proc: Proc) -> float | None:
-        proxy, direct = api_etcd.get(proc, (None, []))
-        if proxy is not None:
-            ok = net.is_alive(proxy.proc) and etcd.stalls(proxy.host, proxy.backends)
-        else:
-            ok = etcd.stalls(proc[0], direct)
-        return stall_s if ok else None
+        return stall_s if via_etcd_path(proc, etcd.stalls) else None
 
     if members:
         apis.etcd_ok = etcd_ok

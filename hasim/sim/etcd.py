@@ -31,6 +31,9 @@ from hasim.sim.network import OK, REFUSED, Network, Proc
 from hasim.sim.records import FOLD, Recorder
 
 FAILURE_WAIT = 5.0
+REFRESH_INTERVAL = 30.0
+DIAL_TIMEOUT = 1.0
+PROXY_RESTART_SEC = 15.0
 
 
 def request_timeout(spec: EtcdSpec) -> float:
@@ -38,9 +41,6 @@ def request_timeout(spec: EtcdSpec) -> float:
     proposal made while a member knows no live leader waits this long and then fails with
     "etcdserver: request timed out" (docs/lab.md, etcd writes)."""
     return 5.0 + 2.0 * spec.election_timeout
-REFRESH_INTERVAL = 30.0
-DIAL_TIMEOUT = 1.0
-PROXY_RESTART_SEC = 15.0
 
 
 def writes_back_after(election_s: float, client_timeout: float, spec: EtcdSpec) -> float:
