@@ -23,6 +23,7 @@ system-deps:
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v keepalived >/dev/null || missing="$$missing keepalived"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

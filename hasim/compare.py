@@ -31,7 +31,7 @@ HOST_FAULTS = ("crash", "poweroff")
 #: Client classes of the worker nodes: the ones every HA mode is about.
 NODE_CLASSES = ("kubelet@kube-node", "kube-proxy@kube-node")
 #: How a fault kind reads in a fault group (``LB crash`` covers a local LB's lb-crash).
-GROUP_KINDS = {"crash": "crash", "lb-crash": "crash", "poweroff": "power-off"}
+GROUP_KINDS = {"crash": "crash", "stop": "stop", "lb-crash": "crash", "poweroff": "power-off"}
 #: Client classes in words.
 CLASS_LABELS = {
     "kubelet@kube-node": "kubelet on a worker",

@@ -159,11 +159,26 @@ class LocalHAProxySpec(_HAProxyBase):
     slowstart: Duration = 60.0
 
 
+class TrackScriptSpec(_Strict):
+    """A keepalived ``vrrp_script`` checking the instance's own LB process (``killall -0
+    haproxy``), listed under the instance's ``track_script``. keepalived 2.2's defaults
+    (``vrrp_data.c`` ``alloc_vrrp_script``): ``interval 1``, ``rise 1``, ``fall 1``,
+    ``weight 0``. With weight 0, ``fall`` failed runs put the instance in FAULT: it sends a
+    priority-0 advert and drops the VIP. A negative weight lowers its priority instead.
+    ``killall -0`` answers at once, so the script's ``timeout`` never enters."""
+
+    interval: PositiveDuration = 1.0
+    fall: int = Field(1, ge=1)
+    rise: int = Field(1, ge=1)
+    weight: int = Field(0, ge=-253, le=253)
+
+
 class VipSpec(_Strict):
     """How clients reach the external LB instances: one address, a VRRP VIP or kube-vip.
 
     keepalived 2.2 defaults (MODEL.md §2.3): ``advert_int 1s``, ``priority 100`` (the
-    first instance is given ``priority`` and each next one 1 less), preempt on.
+    first instance is given ``priority`` and each next one 1 less), preempt on, no
+    ``vrrp_sync_group`` (``sync_group``), no ``track_script``.
     kube-vip, kubespray defaults: lease 5 s, renew deadline 3 s, retry period 1 s.
     """
 
@@ -171,6 +186,10 @@ class VipSpec(_Strict):
     advert_int: PositiveDuration = 1.0
     priority: int = Field(100, ge=1, le=254)
     preempt: bool = True
+    #: The instances are in a ``vrrp_sync_group``: a returning ``state MASTER`` instance
+    #: preempts after ``advert_int + 1/256`` s instead of the full master-down interval.
+    sync_group: bool = False
+    track_script: TrackScriptSpec | None = None
     lease_duration: PositiveDuration = 5.0
     renew_deadline: PositiveDuration = 3.0
     retry_period: PositiveDuration = 1.0
@@ -281,13 +300,15 @@ class ApiserverSpec(_Strict):
 
 # --- faults ----------------------------------------------------------------------------------
 
-FaultKind = Literal["crash", "poweroff", "partition", "slow", "lb-crash", "random"]
+FaultKind = Literal["crash", "stop", "poweroff", "partition", "slow", "lb-crash", "random"]
 
 
 class FaultSpec(_Strict):
     """One fault (CONTRACT.md): at a time, for a duration or for good; or random ones.
 
-    ``crash``: every process of the target dies, its kernel answers RST. ``poweroff``: the
+    ``crash``: every process of the target dies, its kernel answers RST. ``stop``: the
+    same processes stop cleanly (``systemctl stop``): connections close with FIN as in a
+    crash, and a keepalived MASTER sends a priority-0 advert and drops the VIP. ``poweroff``: the
     host vanishes. ``partition``: traffic between ``target`` and ``peers`` is dropped both
     ways. ``slow``: the target's processes answer ``delay`` late. ``lb-crash``: the load
     balancer process on the target dies. ``random``: ``targets`` fail with exponential (or

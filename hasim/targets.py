@@ -23,6 +23,7 @@ COMPONENTS = (
     "scheduler",
     "flannel",
     "lb",
+    "keepalived",
 )
 EXTERNAL_LB_GROUP = "external-lb"
 _MEMBER = re.compile(r"^(?P<group>[^\[\]/]+)\[(?P<index>-?\d+)\]$")

@@ -4,8 +4,9 @@
 scenario's load balancer as :func:`hasim.render.render_config` writes it, drives it with
 short and long-lived clients, applies the scenario's faults for real (SIGKILL, iptables
 DROP), measures detection, failover and check rates, runs the same scenario and clients
-in the simulator, and writes ``lab.parquet`` with the side-by-side table. See
-``docs/lab.md``.
+in the simulator, and writes ``lab.parquet`` with the side-by-side table. Beside it,
+:mod:`hasim.lab.etcd` (a real three-member etcd) and :mod:`hasim.lab.keepalived` (a real
+keepalived pair holding a VIP), judged by :mod:`hasim.lab.judge`. See ``docs/lab.md``.
 """
 
 from hasim.lab.compare import TOLERANCE, agrees, format_table, side_by_side

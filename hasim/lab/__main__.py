@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--out", default="results/calibration")
     p.add_argument("--no-etcd", action="store_true", help="skip the real etcd cells")
+    p.add_argument("--no-keepalived", action="store_true",
+                   help="skip the real keepalived cells")
     a = p.parse_args(args_list[1:])
     if a.trials < 1:
         p.error("--trials must be at least 1")
@@ -42,6 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hasim.lab.etcd import calibrate as etcd_cells
 
             etcd_cells(a.out, a.trials, a.matrix)
+        if not a.no_keepalived:
+            from hasim.lab.keepalived import available
+            from hasim.lab.keepalived import calibrate as keepalived_cells
+
+            why = available()
+            if why:
+                raise HasimError(why)
+            keepalived_cells(a.out, a.trials, a.matrix)
     except HasimError as exc:
         print(f"hasim: error: {exc}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from hasim.errors import HasimError
+from hasim.lab.judge import judge, real_rows, report
 
 #: name -> (heartbeat ms, election ms): etcd's own defaults, kubespray today
 #: (roles/etcd_defaults: "250", "5000") and kargo of 2016 (election 10000, etcd.j2).
@@ -292,30 +293,12 @@ def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0
     return out
 
 
-def _real_rows(label: str, trials: int, trial: Callable[[], dict[str, Any]]
-               ) -> list[dict[str, Any]]:
-    """``trials`` real trials as long-format rows, each with the machine's contention
-    while it ran (:mod:`hasim.lab.contention`)."""
-    from hasim.lab.contention import Watch
-
-    rows = []
-    for i in range(trials):
-        with Watch() as w:
-            r = trial()
-        c = w.result
-        r.update({"load1": c.load1, "steal_share": c.steal_share, "busy_share": c.busy_share,
-                  "contended": float(c.contended)})
-        rows += [{"cell": label, "source": "real", "trial": i, "metric": k, "value": float(v)}
-                 for k, v in r.items()]
-    return rows
-
-
 def cell(name: str, trials: int, sim_trials_n: int = 200, pre_vote: bool = False
          ) -> pd.DataFrame:
     """Real and simulated trials of one setting, in the lab's long format: ``cell``,
     ``source`` (real/sim), ``trial``, ``metric``, ``value``."""
     hb, el = SETTINGS[name]
-    rows = _real_rows(f"etcd {name}", trials, lambda: real_trial(hb, el, pre_vote))
+    rows = real_rows(f"etcd {name}", trials, lambda: real_trial(hb, el, pre_vote))
     for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
         rows.append({"cell": f"etcd {name}", "source": "sim", "trial": i,
                      "metric": "election_s", "value": r["election_s"]})
@@ -335,7 +318,7 @@ def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int 
 
     hb, el = SETTINGS[name]
     label = f"etcd writes {name} timeout {client_timeout:g}s"
-    rows = _real_rows(label, trials, lambda: write_trial(hb, el, client_timeout))
+    rows = real_rows(label, trials, lambda: write_trial(hb, el, client_timeout))
     spec = EtcdSpec(heartbeat_interval=hb / 1000.0, election_timeout=el / 1000.0)
     for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
         rows.append({"cell": label, "source": "sim", "trial": i, "metric": "writes_back_s",
@@ -345,28 +328,6 @@ def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int 
         rows.append({"cell": label, "source": "sim", "trial": i, "metric": "probe_s",
                      "value": min(request_timeout(spec), client_timeout)})
     return pd.DataFrame(rows)
-
-
-def judge(df: pd.DataFrame, metric: str = "election_s") -> dict[str, Any]:
-    """The lab's acceptance for one cell: the simulated median within 15 % (or 0.3 s) of
-    the real one, and with 20 or more real trials a two-sample KS test p > 0.01. Real
-    trials flagged as taken under contention (:mod:`hasim.lab.contention`) are left out
-    and counted (``contended``)."""
-    from scipy.stats import ks_2samp
-
-    real_rows = df[df["source"] == "real"]
-    flags = real_rows[real_rows["metric"] == "contended"].set_index("trial")["value"]
-    bad = set(flags[flags > 0].index)
-    mine = real_rows[(real_rows["metric"] == metric) & ~real_rows["trial"].isin(bad)]
-    real = mine["value"].to_numpy()
-    sim = df[(df["source"] == "sim") & (df["metric"] == metric)]["value"].to_numpy()
-    mr, ms = float(np.median(real)), float(np.median(sim))
-    ok = abs(ms - mr) <= max(0.15 * mr, 0.3)
-    p = float(ks_2samp(real, sim).pvalue) if len(real) >= 20 else float("nan")
-    if len(real) >= 20:
-        ok = ok and p > 0.01
-    return {"real_median": mr, "sim_median": ms, "real_n": len(real), "sim_n": len(sim),
-            "ks_p": p, "agrees": ok, "contended": len(bad)}
 
 
 #: The etcd cells of ``make calibrate``: (setting, client timeouts of the write cells).
@@ -392,13 +353,13 @@ def run_cells(out: str | os.PathLike[str], trials: int,
     for name, timeouts in cells:
         df = cell(name, trials, pre_vote=pre_vote)
         frames.append(df)
-        _report(f"etcd {name}: leader killed -> new leader", judge(df))
+        report(f"etcd {name}: leader killed -> new leader", judge(df))
         for t in timeouts:
             wdf = write_cell(name, t, trials)
             frames.append(wdf)
-            _report(f"etcd {name}: a write proposed during the election, client timeout "
+            report(f"etcd {name}: a write proposed during the election, client timeout "
                     f"{t:g} s", judge(wdf, "probe_s"))
-            _report(f"etcd {name}: writes back, client timeout {t:g} s",
+            report(f"etcd {name}: writes back, client timeout {t:g} s",
                     judge(wdf, "writes_back_s"))
     both = pd.concat(frames, ignore_index=True)
     path = Path(out)
@@ -406,14 +367,6 @@ def run_cells(out: str | os.PathLike[str], trials: int,
     both.to_parquet(path / "lab-etcd.parquet")
     print(f"etcd trials in {path / 'lab-etcd.parquet'}", flush=True)
     return both
-
-
-def _report(what: str, j: dict[str, Any]) -> None:
-    p = "" if np.isnan(j["ks_p"]) else f", KS p {j['ks_p']:.3g}"
-    left = f"; {j['contended']} trial(s) under contention left out" if j["contended"] else ""
-    print(f"{what}: real median {j['real_median']:.3f} s (n={j['real_n']}), sim median "
-          f"{j['sim_median']:.3f} s (n={j['sim_n']}){p}: "
-          f"{'agrees' if j['agrees'] else 'DISAGREES'}{left}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,7 +50,7 @@ def _segments(faults: Iterable[FaultRecord], duration: float) -> list[Segment]:
                     hosts |= f.hosts
                 elif f.kind == "partition":
                     pairs |= set(f.pairs)
-                elif f.kind in {"crash", "lb-crash"}:
+                elif f.kind in {"crash", "stop", "lb-crash"}:
                     procs |= f.procs
             out.append((t0, t, frozenset(procs), frozenset(hosts), frozenset(pairs)))
         for f, starts in changes.get(t, []):

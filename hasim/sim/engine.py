@@ -235,7 +235,10 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
 
     for s in starters:
         s.start()
-    FaultInjector(env, net, rec, scenario, rng["faults"]).start()
+    injector = FaultInjector(env, net, rec, scenario, rng["faults"])
+    if vip is not None:
+        injector.on_stop.append(vip.stopping)
+    injector.start()
     run0 = time.perf_counter()
     env.run(until=spec.duration)
     run_s = time.perf_counter() - run0

@@ -1,7 +1,10 @@
 """Fault injection (MODEL.md §5, CONTRACT.md fault kinds).
 
 ``crash``: every process of the target (or the one named ``HOST/COMPONENT``) dies; the
-host's kernel stays up and answers RST. ``poweroff``: the host vanishes (no FIN, no RST).
+host's kernel stays up and answers RST. ``stop``: the same processes stop cleanly
+(``systemctl stop``): to their peers a stop is a crash (FIN and RST, at once), but a
+keepalived MASTER first sends its priority-0 advert and removes the VIP (the hooks in
+:attr:`FaultInjector.on_stop`). ``poweroff``: the host vanishes (no FIN, no RST).
 ``partition``: packets between the target hosts and the ``peers`` hosts are dropped both
 ways; each side stays up. ``slow``: the target's processes answer ``delay`` late.
 ``lb-crash``: the load balancer process on the target dies; it comes back after
@@ -14,7 +17,7 @@ from an exponential (or Weibull, ``shape``) distribution of mean ``mtbf`` and a 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -55,6 +58,8 @@ class FaultInjector:
         self.env, self.net, self.rec, self.scenario = env, net, rec, scenario
         self.rng = rng
         self.next_id = len(scenario.spec.faults)
+        #: Called with the processes a ``stop`` is about to stop (the VIP's priority 0).
+        self.on_stop: list[Callable[[set[Proc]], None]] = []
 
     def start(self) -> None:
         for i, spec in enumerate(self.scenario.spec.faults):
@@ -113,7 +118,10 @@ class FaultInjector:
                pairs: set[frozenset[str]]) -> Any:
         net = self.net
         cause = f"fault {spec.kind}"
-        if spec.kind in ("crash", "lb-crash"):
+        if spec.kind == "stop":
+            for hook in self.on_stop:
+                hook(procs)
+        if spec.kind in ("crash", "stop", "lb-crash"):
             if spec.duration is not None:
                 # Down for the fault's duration: a supervisor's restarts fail meanwhile.
                 # Without a duration, supervised processes (the etcd proxy's systemd unit,

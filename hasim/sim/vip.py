@@ -5,11 +5,21 @@ priority p declares the master dead ``master_down_interval = 3A + skew`` after t
 advert it heard, ``skew = (256 - p)/256`` s. A master that crashes at ``t`` sent its last
 advert at ``t - U(0, A)``, so the highest-priority backup takes the VIP ``3A + skew -
 U(0, A)`` after the crash and announces it with gratuitous ARPs (clients follow at once).
+A master stopped cleanly (fault ``stop``), or put in FAULT by its track script, sends a
+priority-0 advert and drops the VIP at once: the backup takes over ``skew`` later
+(``vrrp.c``: "Backup received priority 0 advertisement" sets its timer to the skew).
 Instance ``i`` (0-based) has priority ``priority - i``; the first is configured ``state
 MASTER``. With ``preempt`` (keepalived's default) a returning higher-priority instance
-takes the VIP back when its own master-down timer runs out (``advert_int + 1/256`` s for
-the ``state MASTER`` one; a second move). keepalived runs on the LB host: the VIP moves
-when the host crashes or vanishes, not when only HAProxy dies (no track script).
+takes the VIP back when its own master-down timer runs out: ``3A + skew`` after it starts
+for a plain instance, ``A + 1/256`` s only for a ``state MASTER`` one in a sync group (a
+second move). keepalived runs on the LB host: the VIP moves when the host crashes or
+vanishes, or when keepalived dies; when only HAProxy dies, only a ``track_script`` moves it.
+
+Where the clients' packets for the VIP go (:attr:`Vip.arp`) is not who is MASTER
+(:attr:`Vip.holder`): a keepalived killed with its kernel up leaves the address on its
+interface, so until the new master's gratuitous ARPs the old node still answers: its LB
+serves if alive, its kernel refuses (RST) if not. Only a power-off or a cut link makes the
+clients' SYNs go unanswered.
 
 kube-vip (kubespray: lease 5 s, renew deadline 3 s, retry 1 s) runs client-go leader
 election: the holder renews a Kubernetes lease through its own apiserver every retry
@@ -63,8 +73,21 @@ class Vip:
         self.rng = rng
         self.kind = spec.kind
         self.priority = [spec.priority - i for i in range(len(hosts))]
+        #: The keepalived MASTER (kube-vip: the lease holder), or None between holders.
         self.holder: int | None = 0
+        #: The instance whose interface the clients' packets to the VIP reach: the last to
+        #: send gratuitous ARPs while still carrying the address (see the module doc).
+        self.arp: int | None = 0
         self.pending = False
+        #: keepalived instances stopping cleanly or in FAULT: they sent a priority-0 advert.
+        self._priority_zero: set[int] = set()
+        #: Instances whose track script is failing (KO), and those it holds in FAULT.
+        self.script_ko: set[int] = set()
+        self.fault: set[int] = set()
+        #: Instances up at the last change: one not in it has just (re)started.
+        self._was_up = set(range(len(hosts)))
+        #: Instances that lost contact while running (a cut link), see :meth:`_on_change`.
+        self._cut_off: set[int] = set()
         #: kube-vip: whether instance host h can renew its lease (its apiserver answers).
         self.renews_ok = renews_ok or (lambda h: True)
         #: (time, from, to, lost_at, takeover_s) for each move
@@ -77,34 +100,128 @@ class Vip:
         net.on_change.append(self._on_change)
         #: Failovers waiting for a change (see :meth:`changed`).
         self._waiters: list[Callable[[], None]] = []
+        if self.kind == "keepalived" and spec.track_script is not None:
+            for i in range(len(hosts)):
+                env.process(self._track_script(i))
+
+    def effective_priority(self, i: int) -> int:
+        """keepalived's ``effective_priority``: a failing script with a negative weight
+        subtracts it; a passing one with a positive weight adds it."""
+        w = self.spec.track_script.weight if self.spec.track_script is not None else 0
+        ko = i in self.script_ko
+        return self.priority[i] + (w if (w < 0 and ko) or (w > 0 and not ko) else 0)
 
     def _up(self, i: int) -> bool:
         h = self.hosts[i]
-        return self.net.is_alive((h, self.agent)) and (
-            self.kind != "kube-vip" or self.renews_ok(h)
-        )
+        return self._running(i) and i not in self.fault and (
+            self.kind != "kube-vip" or self.renews_ok(h))
+
+    def _running(self, i: int) -> bool:
+        return self.net.is_alive((self.hosts[i], self.agent))
+
+    def _heard(self, i: int) -> bool:
+        """Whether the other running instances hear i's adverts. Behind a cut link they
+        do not: a backup takes over while i stays MASTER on its own side, where no client
+        follows it any more (:attr:`_cut_off`)."""
+        others = [j for j in range(len(self.hosts))
+                  if j != i and self._running(j) and j not in self._cut_off]
+        return not others or any(self.net.reachable(self.hosts[j], self.hosts[i])
+                                 for j in others)
+
+    def stopping(self, procs: set[Proc]) -> None:
+        """A fault ``stop`` is about to stop these processes cleanly: a keepalived among
+        them sends a priority-0 advert and removes the VIP from its interface."""
+        for i, h in enumerate(self.hosts):
+            if (h, self.agent) in procs and self.kind == "keepalived":
+                self._priority_zero.add(i)
 
     def _on_change(self) -> None:
+        n = len(self.hosts)
+        up = {i for i in range(n) if self._up(i)}
+        returning = up - self._was_up
+        self._was_up = up
+        # A stopped or faulted instance that is up again advertises normally.
+        self._priority_zero &= {i for i in range(n) if i not in up}
+        self._cut_off &= up
         if self.pending:
             return
         holder = self.holder
-        if holder is not None and self._up(holder):
-            if self.kind == "keepalived" and self.spec.preempt:
-                better = [i for i in range(len(self.hosts)) if i < holder and self._up(i)]
+        if self.kind == "keepalived" and holder is not None and holder in up \
+                and not self._heard(holder):
+            self._cut_off.add(holder)
+        if holder is not None and holder in up and holder not in self._cut_off:
+            if self.kind != "keepalived":
+                return
+            # A master behind a healed cut advertises again: its next advert (within
+            # advert_int) makes a lower-priority holder step back, and it steps back
+            # itself before a higher one.
+            for i in sorted(self._cut_off):
+                if self.net.reachable(self.hosts[holder], self.hosts[i]) and (
+                        self.effective_priority(i) <= self.effective_priority(holder)
+                        or not self.spec.preempt):
+                    self._cut_off.discard(i)
+            if self.spec.preempt:
+                mine = self.effective_priority(holder)
+                better = sorted((i for i in up if self.effective_priority(i) > mine and (
+                    i not in self._cut_off
+                    or self.net.reachable(self.hosts[holder], self.hosts[i]))),
+                    key=lambda i: (-self.effective_priority(i), i))
                 if better:
                     self.pending = True
-                    self.env.process(self._preempt(better[0]))
+                    self.env.process(self._preempt(better[0], better[0] in returning,
+                                                   better[0] in self._cut_off))
             return
         self.pending = True
         self.env.process(self._failover(self.env.now))
 
+    def _skew(self, i: int) -> float:
+        return (256 - self.effective_priority(i)) / 256
+
+    def _track_script(self, i: int) -> Generator[Wait, Any, None]:
+        """``vrrp_script`` ``killall -0 haproxy`` every ``interval`` on instance i's host
+        (from a random phase), ``fall`` failures in a row to KO and ``rise`` successes to
+        OK (keepalived ``vrrp_track.c``); it runs only while keepalived does."""
+        ts = self.spec.track_script
+        assert ts is not None
+        host = self.hosts[i]
+        lb: Proc = (host, "external-lb")
+        yield self.env.timeout(float(self.rng.uniform(0, ts.interval)))
+        fails = oks = 0
+        while True:
+            if self.net.is_alive((host, self.agent)):
+                if self.net.is_alive(lb):
+                    fails, oks = 0, oks + 1
+                    if i in self.script_ko and oks >= ts.rise:
+                        self.script_ko.discard(i)
+                        self.fault.discard(i)
+                        self._on_change()
+                else:
+                    fails, oks = fails + 1, 0
+                    if i not in self.script_ko and fails >= ts.fall:
+                        self.script_ko.add(i)
+                        if ts.weight == 0:
+                            # FAULT state: priority-0 advert, VIP removed (vrrp.c
+                            # vrrp_state_leave_master: "Entering FAULT STATE").
+                            self.fault.add(i)
+                            self._priority_zero.add(i)
+                        self._on_change()
+            else:
+                fails = oks = 0  # a restarted keepalived starts its scripts afresh
+            yield self.env.timeout(ts.interval)
+
     def _failover(self, lost_at: float) -> Generator[Wait, Any, None]:
         env, spec = self.env, self.spec
         old = self.holder
-        if self.kind == "keepalived":
+        if self.kind == "keepalived" and old is not None and old in self._priority_zero:
+            # A priority-0 advert: the VIP leaves the old interface now, and each backup's
+            # timer is set to its skew.
+            last = lost_at
+            self.arp = None
+            delays = {i: self._skew(i) for i in range(len(self.hosts))}
+        elif self.kind == "keepalived":
             a = spec.advert_int
             last = lost_at - float(self.rng.uniform(0, a))
-            delays = {i: 3 * a + (256 - self.priority[i]) / 256 for i in range(len(self.hosts))}
+            delays = {i: 3 * a + self._skew(i) for i in range(len(self.hosts))}
         else:
             r = spec.retry_period
             # The holder renewed every retry period (client-go ``renew()``): its last
@@ -123,11 +240,12 @@ class Vip:
                     self.pending = False  # renewals work again before the deadline
                     return
         while True:
-            able = [i for i in range(len(self.hosts)) if i != old and self._up(i)]
+            able = [i for i in range(len(self.hosts))
+                    if i != old and self._up(i) and i not in self._cut_off]
             if not able:
                 self.holder = None
                 yield self._wait_change()
-                if old is not None and self._up(old):
+                if old is not None and self._up(old) and old not in self._cut_off:
                     self._set(old, lost_at, "holder back", old)
                     self.pending = False
                     return
@@ -135,7 +253,9 @@ class Vip:
                 continue
             best = min(able, key=lambda i: (delays[i], i))
             at = max(last + delays[best], env.now)
-            self.holder = None  # while nobody answers ARP for the VIP, packets go nowhere
+            self.holder = None
+            if self.kind == "kube-vip":
+                self.arp = None  # kube-vip's ARP responder died with it or stepped down
             yield env.timeout(at - env.now)
             if self._up(best):
                 self._set(best, lost_at, "master down timer" if self.kind == "keepalived"
@@ -174,22 +294,35 @@ class Vip:
             t += self._try_gap()
         return t
 
-    def _preempt(self, better: int) -> Generator[Wait, Any, None]:
-        """A returning higher-priority instance takes the VIP back.
+    def _preempt(self, better: int, returning: bool, still_master: bool = False
+                 ) -> Generator[Wait, Any, None]:
+        """A higher-priority instance takes the VIP back (or over).
 
         keepalived (``vrrp_scheduler.c`` ``vrrp_init_state``) starts every non-owner
-        instance in BACKUP, its master-down timer set to ``advert_int + 1/256`` s when it
-        is configured ``state MASTER`` (instance 0 here) and ``3 advert_int + skew``
-        otherwise; in BACKUP with preempt it discards the lower-priority adverts of the
-        current master (``vrrp_state_backup``: "received lower priority advert -
-        discarding") without resetting that timer, so it becomes MASTER when the timer
-        runs out and the old master, hearing a higher priority, steps back. Before, the
-        model took the VIP back U(0, advert_int) after the return.
+        instance in BACKUP with its master-down timer at ``3 advert_int + skew``; only an
+        instance that a sync group holds in BACKUP gets the short ``advert_int + 1/256``
+        s when configured ``state MASTER`` (``sync_group``, instance 0 here). In BACKUP
+        with preempt it discards the current master's lower-priority adverts
+        (``vrrp_state_backup``: "received lower priority advert - discarding") without
+        resetting the timer, so it becomes MASTER when the timer runs out and the old
+        master, hearing a higher priority, steps back. A backup that was already up (the
+        master's priority fell: a track script's negative weight) last reset its timer at
+        the last higher-priority advert, up to one ``advert_int`` ago. Before, the model
+        took the VIP back ``advert_int + 1/256`` s after the return for every instance 0.
         """
         a = self.spec.advert_int
-        delay = a + 1 / 256 if better == 0 else 3 * a + (256 - self.priority[better]) / 256
+        if still_master:
+            # a master behind a healed cut: the current holder hears its next advert
+            delay = float(self.rng.uniform(0, a))
+            self._cut_off.discard(better)
+        elif returning and better == 0 and self.spec.sync_group:
+            delay = a + 1 / 256
+        else:
+            delay = 3 * a + self._skew(better)
+            if not returning:
+                delay -= float(self.rng.uniform(0, a))
         back_at = self.env.now
-        yield self.env.timeout(delay)
+        yield self.env.timeout(max(delay, 0.0))
         self.pending = False
         if self._up(better):
             self._set(better, back_at, "preempt: higher priority is back", self.holder)
@@ -230,15 +363,20 @@ class Vip:
             # A moved VIP: the new holder knows no old connection (RST on their next packet).
             self.net.new_epoch(VIP_PROC)
         self.holder = new
+        self.arp = new  # its gratuitous ARPs steer the clients' packets to it
         if old != new:
             self._reset_stalled()
 
     def _answers(self, client: Proc) -> int | None:
-        """The instance that answers a SYN to the VIP now, if any."""
-        holder = self.holder
-        if holder is None or self.net.connect(client[0], (self.hosts[holder], self.agent)) != OK:
+        """The instance whose host a SYN to the VIP reaches now, if any (its LB then
+        accepts it, or its kernel refuses it)."""
+        i = self.arp
+        if i is None or not self.net.reachable(client[0], self.hosts[i]):
             return None
-        return holder
+        if self.kind == "kube-vip" and self.net.connect(
+                client[0], (self.hosts[i], self.agent)) != OK:
+            return None
+        return i
 
     def open_session(self, client: Proc) -> Generator[Wait, Any, Session | str]:
         """Dial the VIP: the holder's LB, or no answer while the VIP is between holders.

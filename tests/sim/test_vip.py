@@ -22,16 +22,21 @@ DOWN = 10.0
 
 @cache
 def _keepalived(cycles: int, seed: int = 0, advert_int: float = 1.0, priority: int = 100,
-                instances: int = 2):
-    faults = [{"kind": "poweroff", "at": f"{10 + CYCLE * k}s", "target": "extlb1",
+                instances: int = 2, kind: str = "poweroff", target: str = "extlb1",
+                sync_group: bool = False, script: tuple[float, int, int, int] | None = None):
+    faults = [{"kind": kind, "at": f"{10 + CYCLE * k}s", "target": target,
                "duration": f"{DOWN}s"} for k in range(cycles)]
+    vip = {"kind": "keepalived", "advert_int": f"{advert_int}s", "priority": priority,
+           "sync_group": sync_group}
+    if script is not None:
+        interval, fall, rise, weight = script
+        vip["track_script"] = {"interval": f"{interval}s", "fall": fall, "rise": rise,
+                               "weight": weight}
     sc = scenario_from_dict({
         "name": "keepalived-takeover",
         "cluster": {"generate": {"masters": 1, "etcd": 1, "nodes": 2},
                     "vars": {"loadbalancer_apiserver": {"address": "10.0.0.100", "port": 8383}}},
-        "balancers": {"external": {"kind": "haproxy", "instances": instances,
-                                   "vip": {"kind": "keepalived", "advert_int": f"{advert_int}s",
-                                           "priority": priority}}},
+        "balancers": {"external": {"kind": "haproxy", "instances": instances, "vip": vip}},
         "faults": faults,
         "duration": f"{10 + CYCLE * cycles}s",
     })
@@ -79,21 +84,161 @@ def test_highest_priority_backup_takes_over():
     assert len(take) == 20 and set(take["to"]) == {"extlb2"}
 
 
-def test_returning_master_preempts():
+@pytest.mark.parametrize("sync_group", [False, True])
+def test_returning_master_preempts(sync_group):
     """Preempt (keepalived default): the returning priority-100 instance takes the VIP back,
-    a second move. keepalived starts it in BACKUP with its master-down timer at
-    advert_int + 1/256 s (``state MASTER``, ``vrrp_init_state``) and it discards the
-    lower-priority adverts (``vrrp_state_backup``), so it becomes MASTER A + 1/256 s after
-    it comes back."""
+    a second move. keepalived starts it in BACKUP and it discards the lower-priority
+    adverts (``vrrp_state_backup``), so it becomes MASTER when its master-down timer runs
+    out: for a plain instance the full 3A + skew (skew of priority 100: 156/256 s; MODEL.md
+    §2.3), only in a sync group the ``state MASTER`` start-up timer A + 1/256 s."""
     n, a = 50, 1.0
-    mv = _keepalived(n).vip_moves
+    mv = _keepalived(n, sync_group=sync_group).vip_moves
     back = mv[mv["from"] == "extlb2"]
     assert len(back) == n and set(back["to"]) == {"extlb1"}
     returns = 10 + DOWN + CYCLE * np.arange(n)
     np.testing.assert_allclose(back["lost_at"].to_numpy(), returns)
-    np.testing.assert_allclose(back["time"].to_numpy() - returns, a + 1 / 256, atol=1e-9)
+    wait = a + 1 / 256 if sync_group else 3 * a + (256 - 100) / 256
+    np.testing.assert_allclose(back["time"].to_numpy() - returns, wait, atol=1e-9)
     # moves alternate: takeover, preempt, takeover, ...
     assert list(mv["from"]) == ["extlb1", "extlb2"] * n
+
+
+def test_graceful_stop_moves_the_vip_after_the_backups_skew():
+    """``stop`` (SIGTERM): the MASTER sends a priority-0 advert; the backup (priority 99)
+    takes over after its skew, (256 - 99)/256 s, with no advert phase in it (MODEL.md
+    §2.3: 0.61 s)."""
+    n = 20
+    mv = _keepalived(n, kind="stop", target="extlb1/keepalived").vip_moves
+    take = mv[mv["from"] == "extlb1"]
+    assert len(take) == n
+    np.testing.assert_allclose(take["takeover_s"].to_numpy(), (256 - 99) / 256, atol=1e-9)
+
+
+def test_keepalived_killed_alone_moves_the_vip_as_a_crash():
+    """kill -9 of keepalived only: the backup hears no adverts, 3A + skew - U(0, A)."""
+    n = 40
+    mv = _keepalived(n, kind="crash", target="extlb1/keepalived").vip_moves
+    take = mv[mv["from"] == "extlb1"]
+    lo, hi = _window(1.0, 100, 1)
+    x = take["takeover_s"].to_numpy()
+    assert len(x) == n and (x >= lo - 1e-9).all() and (x <= hi + 1e-9).all()
+
+
+def _two_instances():
+    """A bare keepalived VIP over two HAProxy hosts whose LBs are plain processes: the
+    network model and the VIP, nothing else."""
+    from hasim.scenario import VipSpec
+    from hasim.sim.haproxy import REFUSED
+    from hasim.sim.kernel import Environment
+    from hasim.sim.network import Network
+    from hasim.sim.records import Recorder
+    from hasim.sim.vip import Vip
+
+    class Lb:  # answers like an LB process: the host's kernel refuses when it is dead
+        def __init__(self, host):
+            self.proc = (host, "external-lb")
+
+        def open_session(self, client):
+            yield env.timeout(0)
+            return "served" if net.connect(client[0], self.proc) == "ok" else REFUSED
+
+    env = Environment()
+    rec = Recorder()
+    net = Network(env, 0.0005, rec)
+    for h in ("extlb1", "extlb2", "node1"):
+        net.host_up[h] = True
+        net.add_process((h, "external-lb"))
+    vip = Vip(env, net, rec, VipSpec(kind="keepalived"), ["extlb1", "extlb2"],
+              [Lb("extlb1"), Lb("extlb2")], np.random.default_rng(0))
+    return env, net, vip
+
+
+def _dial(env, vip):
+    out = {}
+
+    def go():
+        out["got"] = yield from vip.open_session(("node1", "kubelet"))
+
+    env.process(go())
+    env.run(until=env.now + 0.5)
+    return out.get("got")
+
+
+@pytest.mark.parametrize("fault,expect", [
+    ("keepalived", "served"),   # only keepalived died: the old node's HAProxy still serves
+    ("host-crash", "refused"),  # its processes died, its kernel answers RST at once
+    ("poweroff", None),         # nothing answers: the SYN waits (no result within 0.5 s)
+])
+def test_until_the_backups_garp_the_vip_reaches_the_old_node(fault, expect):
+    """A keepalived killed with the kernel up leaves the VIP on its interface: until the
+    backup's gratuitous ARPs (>= 2.61 s), a client dialing the VIP reaches the old node.
+    Only a power-off (or a cut link) leaves its SYNs unanswered (MODEL.md §2.3, §5)."""
+    env, net, vip = _two_instances()
+    env.run(until=1.0)
+    if fault == "keepalived":
+        net.crash(("extlb1", "keepalived"), "test")
+    elif fault == "host-crash":
+        net.crash(("extlb1", "keepalived"), "test")
+        net.crash(("extlb1", "external-lb"), "test")
+    else:
+        net.power_off("extlb1")
+    env.run(until=1.5)
+    assert vip.holder is None and vip.moves == []
+    assert _dial(env, vip) == expect
+    env.run(until=1.0 + 3.7)  # past 3A + skew: the backup holds the VIP and is dialled
+    assert vip.arp == 1 and _dial(env, vip) == "served"
+
+
+def test_graceful_stop_drops_the_vip_at_once():
+    """A stopped keepalived removes the VIP before it exits: nothing answers until the
+    backup takes it over, skew later."""
+    env, net, vip = _two_instances()
+    env.run(until=1.0)
+    vip.stopping({("extlb1", "keepalived")})
+    net.crash(("extlb1", "keepalived"), "stop")
+    env.run(until=1.1)
+    assert vip.arp is None and _dial(env, vip) is None  # dialled 1.1-1.6 s: no answer
+    env.run(until=1.7)
+    assert vip.arp == 1 and vip.moves[0][0] == pytest.approx(1.0 + (256 - 99) / 256)
+
+
+@pytest.mark.parametrize("interval,fall", [(1.0, 1), (2.0, 3)])
+def test_track_script_weight_0_moves_the_vip_after_interval_times_fall(interval, fall):
+    """HAProxy killed, keepalived alive, ``vrrp_script`` weight 0: the script's ``fall``-th
+    failed run puts the MASTER in FAULT (priority-0 advert), the backup takes over its
+    skew later. The first failed run comes U(0, interval) after the kill, so the takeover
+    is uniform on [(fall-1) i + skew, fall i + skew] (MODEL.md §2.3)."""
+    n = 60  # one kill per seed: the script's phase is drawn per run
+    runs = [_keepalived(1, seed=k, kind="lb-crash", target="extlb1",
+                        script=(interval, fall, 1, 0)).vip_moves for k in range(n)]
+    take = [mv[mv["from"] == "extlb1"] for mv in runs]
+    assert all(len(t) == 1 and t.iloc[0]["to"] == "extlb2" for t in take)
+    skew = (256 - 99) / 256
+    lo, hi = (fall - 1) * interval + skew, fall * interval + skew
+    x = np.array([t.iloc[0]["time"] - 10 for t in take])  # from the kill
+    assert (x >= lo - 1e-9).all() and (x <= hi + 1e-9).all(), (x.min(), x.max())
+    assert stats.kstest(x, stats.uniform(loc=lo, scale=hi - lo).cdf).pvalue > 0.01
+    # the LB restarts after DOWN s: rise 1 clears the FAULT, extlb1 preempts again
+    assert all(list(mv["from"]) == ["extlb1", "extlb2"] for mv in runs)
+
+
+def test_track_script_negative_weight_lowers_the_priority():
+    """weight -2 (the kubeadm HA guide's ``check_apiserver``): extlb1 drops to 98 < 99, so
+    the backup preempts when its master-down timer runs out, 3A + skew after the last
+    priority-100 advert: takeover in [(fall-1) i + 2A + skew, fall i + 3A + skew]."""
+    n, interval, fall = 40, 1.0, 2
+    runs = [_keepalived(1, seed=k, kind="lb-crash", target="extlb1",
+                        script=(interval, fall, 1, -2)).vip_moves for k in range(n)]
+    take = [mv[mv["from"] == "extlb1"] for mv in runs]
+    assert all(len(t) == 1 for t in take)
+    skew = (256 - 99) / 256
+    x = np.array([t.iloc[0]["time"] - 10 for t in take])  # from the kill
+    assert x.min() >= (fall - 1) * interval + 2 + skew - 1e-9
+    assert x.max() <= fall * interval + 3 + skew + 1e-9
+
+
+def test_without_a_track_script_an_lb_crash_never_moves_the_vip():
+    assert _keepalived(5, kind="lb-crash", target="extlb1").vip_moves.empty
 
 
 def test_state_changes_record_each_move():
@@ -234,3 +379,46 @@ def test_kube_vip_moves_after_the_holder_takes_the_etcd_leader_down():
     assert moved["time"].iloc[0] >= 60 + lo
     assert moved["time"].iloc[0] <= max(60 + hi, elected["time"].iloc[0]
                                         + vip.retry_period * 2.2 + 1e-6)
+
+
+def test_a_cut_link_moves_the_vip_and_the_master_reclaims_it_once_heard():
+    """extlb1 cut from extlb2: the backup hears no adverts, 3A + skew - U(0, A). extlb1
+    kept running as MASTER on its own side; once the cut heals, its next advert (within
+    advert_int) makes the lower-priority extlb2 step back (MODEL.md §2.3)."""
+    lo, hi = _window(1.0, 100, 1)
+    for seed in range(10):
+        sc = scenario_from_dict({
+            "name": "vip-link-cut",
+            "cluster": {"generate": {"masters": 1, "etcd": 1, "nodes": 1},
+                        "vars": {"loadbalancer_apiserver": {"address": "10.0.0.100",
+                                                            "port": 8383}}},
+            "balancers": {"external": {"kind": "haproxy", "instances": 2,
+                                       "vip": {"kind": "keepalived"}}},
+            "faults": [{"kind": "partition", "at": "10s", "target": "extlb1",
+                        "peers": "extlb2", "duration": "10s"}],
+            "duration": "30s",
+        })
+        mv = hasim.simulate(sc, seed=seed).vip_moves
+        assert list(mv["from"]) == ["extlb1", "extlb2"], mv
+        assert lo - 1e-9 <= mv.iloc[0]["time"] - 10 <= hi + 1e-9
+        assert 0 <= mv.iloc[1]["time"] - 20 <= 1.0
+
+
+def test_field_reports_of_15_to_40_s_failovers_with_a_10_s_check_script():
+    """MODEL.md §6: keepalived VIP failovers of 15-30 s with a 10 s check script (Platform9
+    KB) and 23-40 s (kube-keepalived-vip #78). HAProxy dies on the holder: the script (10 s,
+    fall 2, weight 0) moves the VIP U(0, 10) + 10 + 0.61 s after the crash, and the
+    workers' clients (behind the VIP) are cut off for a median within the field's 15-40 s
+    (a watch's re-list backoff may add to single clients)."""
+    from hasim.scenario import load_scenario
+
+    sc = load_scenario("scenarios/incidents/keepalived-track-script.yaml")
+    for seed in range(4):
+        r = hasim.simulate(sc, seed=seed)
+        move = r.vip_moves.iloc[0]
+        assert move["from"] == "extlb1"
+        assert 10 + 157 / 256 - 1e-9 <= move["time"] - 60 <= 20 + 157 / 256 + 1e-9
+        f = r.failovers
+        lat = f[f["client"].str.match(r"node\d+/(kubelet|kube-proxy)$")]["latency_s"]
+        assert len(lat) == 10 and 15 <= lat.median() <= 40, lat.describe()
+        assert lat.min() >= move["time"] - 60 - 1.0  # none back before the VIP moved

@@ -1,0 +1,58 @@
+"""Real next to simulated: the long-format rows of real lab trials with the machine's
+contention, the acceptance test of a cell, and its one-line report (issue 21)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def real_rows(label: str, trials: int, trial: Callable[[], dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+    """``trials`` real trials as long-format rows, each with the machine's contention
+    while it ran (:mod:`hasim.lab.contention`)."""
+    from hasim.lab.contention import Watch
+
+    rows = []
+    for i in range(trials):
+        with Watch() as w:
+            r = trial()
+        c = w.result
+        r.update({"load1": c.load1, "steal_share": c.steal_share, "busy_share": c.busy_share,
+                  "contended": float(c.contended)})
+        rows += [{"cell": label, "source": "real", "trial": i, "metric": k, "value": float(v)}
+                 for k, v in r.items()]
+    return rows
+
+
+def judge(df: pd.DataFrame, metric: str = "election_s") -> dict[str, Any]:
+    """The lab's acceptance for one cell: the simulated median within 15 % (or 0.3 s) of
+    the real one, and with 20 or more real trials a two-sample KS test p > 0.01. Real
+    trials flagged as taken under contention (:mod:`hasim.lab.contention`) are left out
+    and counted (``contended``)."""
+    from scipy.stats import ks_2samp
+
+    real_rows = df[df["source"] == "real"]
+    flags = real_rows[real_rows["metric"] == "contended"].set_index("trial")["value"]
+    bad = set(flags[flags > 0].index)
+    mine = real_rows[(real_rows["metric"] == metric) & ~real_rows["trial"].isin(bad)]
+    real = mine["value"].to_numpy()
+    sim = df[(df["source"] == "sim") & (df["metric"] == metric)]["value"].to_numpy()
+    mr, ms = float(np.median(real)), float(np.median(sim))
+    ok = abs(ms - mr) <= max(0.15 * mr, 0.3)
+    p = float(ks_2samp(real, sim).pvalue) if len(real) >= 20 else float("nan")
+    if len(real) >= 20:
+        ok = ok and p > 0.01
+    return {"real_median": mr, "sim_median": ms, "real_n": len(real), "sim_n": len(sim),
+            "ks_p": p, "agrees": ok, "contended": len(bad)}
+
+
+def report(what: str, j: dict[str, Any]) -> None:
+    p = "" if np.isnan(j["ks_p"]) else f", KS p {j['ks_p']:.3g}"
+    left = f"; {j['contended']} trial(s) under contention left out" if j["contended"] else ""
+    print(f"{what}: real median {j['real_median']:.3f} s (n={j['real_n']}), sim median "
+          f"{j['sim_median']:.3f} s (n={j['sim_n']}){p}: "
+          f"{'agrees' if j['agrees'] else 'DISAGREES'}{left}", flush=True)
