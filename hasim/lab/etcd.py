@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from hasim.errors import HasimError
-from hasim.lab.judge import judge, real_rows, report
+from hasim.lab.judge import judge, pick, real_rows, report
 
 #: name -> (heartbeat ms, election ms): etcd's own defaults, kubespray today
 #: (roles/etcd_defaults: "250", "5000") and kargo of 2016 (election 10000, etcd.j2).
@@ -381,10 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="results/lab-etcd")
     args = parser.parse_args(argv)
     try:
-        names = [s.strip() for s in args.settings.split(",")]
-        bad = [n for n in names if n not in SETTINGS]
-        if bad:
-            raise HasimError(f"--settings: unknown {bad[0]!r}; known: {', '.join(SETTINGS)}")
+        names = pick("--settings", args.settings, SETTINGS)
         timeouts = tuple(float(x) for x in args.writes.split(",")) if args.writes else ()
         run_cells(args.out, args.trials, [(n, timeouts) for n in names], args.pre_vote)
     except HasimError as exc:

@@ -3,7 +3,7 @@ contention, the acceptance test of a cell, and its one-line report (issue 21).""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -56,3 +56,14 @@ def report(what: str, j: dict[str, Any]) -> None:
     print(f"{what}: real median {j['real_median']:.3f} s (n={j['real_n']}), sim median "
           f"{j['sim_median']:.3f} s (n={j['sim_n']}){p}: "
           f"{'agrees' if j['agrees'] else 'DISAGREES'}{left}", flush=True)
+
+
+def pick(flag: str, text: str, known: Collection[str]) -> list[str]:
+    """The comma-separated names of a lab CLI option, each one of ``known``."""
+    from hasim.errors import HasimError
+
+    names = [n.strip() for n in text.split(",")]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise HasimError(f"{flag}: unknown {bad[0]!r}; known: {', '.join(known)}")
+    return names

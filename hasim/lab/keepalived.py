@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from hasim.errors import HasimError
-from hasim.lab.judge import judge, real_rows, report
+from hasim.lab.judge import judge, pick, real_rows, report
 from hasim.lab.netns import Namespace
 
 SUBNET = "10.231.0"
@@ -438,10 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="results/lab-keepalived")
     args = parser.parse_args(argv)
     try:
-        names = [s.strip() for s in args.cells.split(",")]
-        bad = [n for n in names if n not in CELLS]
-        if bad:
-            raise HasimError(f"--cells: unknown {bad[0]!r}; known: {', '.join(CELLS)}")
+        names = pick("--cells", args.cells, CELLS)
         why = available()
         if why:
             raise HasimError(why)
