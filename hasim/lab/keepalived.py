@@ -186,6 +186,7 @@ class Pair:
             return
         if sig == signal.SIGKILL:
             self.hosts[host].kill(proc)
+            _wait_group_gone(proc.pid)
         else:
             with suppress(ProcessLookupError):
                 os.kill(proc.pid, sig)
@@ -210,6 +211,27 @@ class Pair:
         self.client.exec_check(["ip", "neigh", "flush", "all"])
 
 
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    """Until no live process is left in process group ``pgid``: keepalived's VRRP child,
+    orphaned by the kill -9 of its parent, dies a moment later (a zombie no longer runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = False
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                live = True
+                break
+        if not live:
+            return
+        time.sleep(0.01)
+
+
 def _probe_reader(p: subprocess.Popen[str], out: list[tuple[float, str]]) -> None:
     assert p.stdout is not None
     for line in p.stdout:
@@ -222,6 +244,7 @@ def _probe_reader(p: subprocess.Popen[str], out: list[tuple[float, str]]) -> Non
 def pair(track: bool = False) -> Iterator[Pair]:
     """The lab's VRRP network, removed on exit."""
     created: list[Namespace] = []
+    p: Pair | None = None
     workdir = Path(tempfile.mkdtemp(prefix="hasim-keepalived-"))
     try:
         sw = Namespace.create()
@@ -246,6 +269,10 @@ def pair(track: bool = False) -> Iterator[Pair]:
         threading.Thread(target=_probe_reader, args=(p.prober, p.probes), daemon=True).start()
         yield p
     finally:
+        if p is not None:
+            for i in range(2):
+                with suppress(Exception):
+                    p.kill(p.keepalived[i], i)
         for ns in reversed(created):
             with suppress(Exception):
                 ns.delete()
