@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hasim.errors import HasimError, ScenarioError
+from hasim.errors import HasimError, ScenarioError, exit_status
 
 if TYPE_CHECKING:
     from hasim.scenario import Scenario
@@ -413,10 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except HasimError as exc:
-        print(f"hasim: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(lambda: COMMANDS[args.command](args))
     except KeyboardInterrupt:
         print("hasim: interrupted", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from hasim.assessment import assess, summary_text
-from hasim.errors import HasimError
+from hasim.errors import HasimError, exit_status
 
 INVENTORIES = {"kubespray-2016": "ha-mode-2016", "kubespray-current": "kubespray-2026-01"}
 
@@ -50,13 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--no-tuning", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        run(args.inventories, args.out, args.reps, args.executor, args.jobs,
-            not args.no_tuning)
-    except HasimError as exc:
-        print(f"hasim: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: run(args.inventories, args.out, args.reps, args.executor,
+                                   args.jobs, not args.no_tuning))
 
 
 if __name__ == "__main__":

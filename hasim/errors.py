@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class HasimError(Exception):
     """Bad input: the message names the file, the field and the problem.
@@ -31,3 +34,15 @@ class ScenarioError(HasimError, ValueError):
             where = f"{where}:{line}"
         text = f"{where}: {field}: {problem}" if field else f"{where}: {problem}"
         super().__init__(" ".join(text.split()))
+
+
+def exit_status(command: Callable[[], object]) -> int:
+    """Run a command's body: the exit code it returns (an ``int``; 0 for anything else, its
+    result), or, when it raises a :class:`HasimError`, the error's one line on stderr and
+    2."""
+    try:
+        code = command()
+    except HasimError as exc:
+        print(f"hasim: error: {exc}", file=sys.stderr)
+        return 2
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0

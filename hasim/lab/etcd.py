@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hasim.errors import HasimError
+from hasim.errors import HasimError, exit_status
 from hasim.lab.judge import judge, pick, real_rows, report
 
 #: name -> (heartbeat ms, election ms): etcd's own defaults, kubespray today
@@ -380,14 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also the write cells, one per client timeout (e.g. 1,15)")
     parser.add_argument("--out", default="results/lab-etcd")
     args = parser.parse_args(argv)
-    try:
+
+    def command() -> None:
         names = pick("--settings", args.settings, SETTINGS)
         timeouts = tuple(float(x) for x in args.writes.split(",")) if args.writes else ()
         run_cells(args.out, args.trials, [(n, timeouts) for n in names], args.pre_vote)
-    except HasimError as exc:
-        print(f"hasim: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(command)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hasim.errors import HasimError
+from hasim.errors import HasimError, exit_status
 from hasim.lab.judge import judge, pick, real_rows, report
 from hasim.lab.netns import Namespace
 
@@ -426,6 +426,9 @@ CALIBRATION = {"quick": ["kill", "stop"], "full": list(CELLS)}
 
 def run_cells(out: str | os.PathLike[str], trials: int, names: Sequence[str]) -> pd.DataFrame:
     """Each cell judged, printed, and all written to ``out/lab-keepalived.parquet``."""
+    why = available()
+    if why:
+        raise HasimError(why)
     frames = []
     for name in names:
         df = cell(name, trials)
@@ -464,16 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--out", default="results/lab-keepalived")
     args = parser.parse_args(argv)
-    try:
-        names = pick("--cells", args.cells, CELLS)
-        why = available()
-        if why:
-            raise HasimError(why)
-        run_cells(args.out, args.trials, names)
-    except HasimError as exc:
-        print(f"hasim: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: run_cells(args.out, args.trials,
+                                         pick("--cells", args.cells, CELLS)))
 
 
 if __name__ == "__main__":
