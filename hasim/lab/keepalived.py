@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,8 @@ class Pair:
     keepalived: list[subprocess.Popen[Any] | None]
     lbs: list[subprocess.Popen[Any] | None]
     prober: subprocess.Popen[str] | None = None
-    probes: list[tuple[float, str]] | None = None
+    #: (start, outcome) of every probe of the VIP, appended by the reader thread.
+    probes: list[tuple[float, str]] = field(default_factory=list)
 
     def start_lb(self, i: int) -> None:
         self.lbs[i] = self.hosts[i].popen([sys.executable, "-c", _LB, f"lb{i + 1}", str(PORT)],
@@ -190,10 +191,6 @@ class Pair:
         else:
             with suppress(ProcessLookupError):
                 os.kill(proc.pid, sig)
-
-    def vip_on(self) -> list[bool]:
-        return [VIP in h.exec_check(["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
-                for h in self.hosts]
 
     def reset(self) -> None:
         """Both keepalived and LBs stopped, the VIP off both interfaces, the link up."""
@@ -262,7 +259,6 @@ def pair(track: bool = False) -> Iterator[Pair]:
             h.exec_check(["ip", "link", "set", "eth0", "up"])
             hosts.append(h)
         p = Pair(sw, hosts[:2], hosts[2], workdir, track, [None, None], [None, None])
-        p.probes = []
         p.prober = p.client.popen([sys.executable, "-u", "-c", _PROBER, VIP, str(PORT),
                                    str(PROBE_EVERY_S)], stdout=subprocess.PIPE, text=True,
                                   stderr=subprocess.DEVNULL)
@@ -292,7 +288,6 @@ def _wait(cond: Any, timeout: float, what: str) -> None:
 
 
 def _answered_by(p: Pair, name: str, since: float) -> float | None:
-    assert p.probes is not None
     ts = [t for t, got in list(p.probes) if got == name and t >= since]
     return min(ts) if ts else None
 
@@ -337,7 +332,6 @@ def real_trial(p: Pair, fault: str, rng: np.random.Generator) -> dict[str, Any]:
         time.sleep(0.05)
         moved = _answered_by(p, other, t0)
     time.sleep(1.2)  # the probes started before the move, unanswered ones too, report
-    assert p.probes is not None
     end = moved if moved is not None else t0 + WAIT_S
     during = [got for t, got in list(p.probes) if t0 + 0.05 <= t < end - 0.05]
     row: dict[str, Any] = {"moved": float(moved is not None),
