@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-# The lab (real nginx with its stream module, HAProxy, iproute2, iptables) comes from
-# Debian; install what is missing when we are root and have apt-get.
+# The lab (real nginx with its stream module, HAProxy, iproute2, iptables, etcd, keepalived,
+# and Go with x/net for the client-go HTTP/2 cell) comes from Debian; install what is missing when we are root and have apt-get.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null || missing="$$missing nginx libnginx-mod-stream"; \
@@ -25,6 +25,8 @@ system-deps:
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v keepalived >/dev/null || missing="$$missing keepalived"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v go >/dev/null || missing="$$missing golang-go"; \
+	test -d /usr/share/gocode/src/golang.org/x/net/http2 || missing="$$missing golang-golang-x-net-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

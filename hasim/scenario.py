@@ -117,6 +117,11 @@ class NginxSpec(_Strict):
     # worker, so at a node's load one worker takes nearly every connection (the lab: 147
     # of 149); with it the kernel hashes each connection to a worker's own socket.
     reuseport: bool = False
+    # Not an nginx setting but a race it loses: the share of a client's immediate redials,
+    # after it closed its connection itself (a failed HTTP/2 health check), that the
+    # kernel hands to worker 1 because worker 0 is still tearing that connection down.
+    # Measured in the lab's client-go cell (docs/lab.md): 8 of 80 redials on a 2-core machine.
+    redial_other_worker: float = Field(0.1, ge=0.0, le=1.0)
 
 
 class _HAProxyBase(_Strict):

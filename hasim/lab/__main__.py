@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-etcd", action="store_true", help="skip the real etcd cells")
     p.add_argument("--no-keepalived", action="store_true",
                    help="skip the real keepalived cells")
+    p.add_argument("--no-clientgo", action="store_true",
+                   help="skip the real client-go (Go HTTP/2) cells")
     a = p.parse_args(args_list[1:])
     if a.trials < 1:
         p.error("--trials must be at least 1")
@@ -48,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hasim.lab.keepalived import calibrate as keepalived_cells
 
             keepalived_cells(a.out, a.trials, a.matrix)
+        if not a.no_clientgo:
+            from hasim.lab.clientgo import calibrate as clientgo_cells
+
+            clientgo_cells(a.out, a.trials, a.matrix)
     except HasimError as exc:
         print(f"hasim: error: {exc}", file=sys.stderr)
         return 2

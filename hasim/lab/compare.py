@@ -54,8 +54,26 @@ def agrees(metric: str, real: float, sim: float) -> bool | None:
     return abs(sim - real) <= max(rel * abs(real), absolute) + 1e-12
 
 
+#: What each real trial records of the machine (:mod:`hasim.lab.contention`), not compared.
+CONTENTION = ("load1", "steal_share", "busy_share", "contended")
+
+
+def contended_trials(df: pd.DataFrame) -> set[tuple[str, int]]:
+    """(scenario, trial) of the real trials taken under contention."""
+    flags = df[(df["source"] == "real") & (df["metric"] == "contended") & (df["value"] > 0)]
+    return {(str(s), int(t)) for s, t in zip(flags["scenario"], flags["trial"], strict=True)}
+
+
 def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (scenario, metric): medians, difference, relative difference, agreement."""
+    """One row per (scenario, metric): medians, difference, relative difference, agreement.
+
+    Real trials taken under contention are left out of the medians and counted
+    (``contended``): a disagreement the host caused is not the model's."""
+    bad = contended_trials(df)
+    if bad:
+        key = pd.Series(list(zip(df["scenario"], df["trial"], strict=True)), index=df.index)
+        df = df[(df["source"] != "real") | ~key.isin(bad)]
+    df = df[~df["metric"].isin(CONTENTION)]
     rows = []
     for (scenario, metric), g in df.groupby(["scenario", "metric"], sort=False):
         real = _median(g.loc[g["source"] == "real", "value"])
@@ -67,6 +85,7 @@ def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
             "scenario": scenario, "metric": metric, "real": real, "sim": sim, "diff": diff,
             "rel_diff": rel, "n_real": int((g["source"] == "real").sum()),
             "n_sim": int((g["source"] == "sim").sum()), "agrees": agrees(str(metric), real, sim),
+            "contended": sum(1 for sc, _ in bad if sc == scenario),
         })
     out = pd.DataFrame(rows)
     if len(out):
@@ -80,7 +99,9 @@ def format_table(table: pd.DataFrame) -> str:
     """The side-by-side table as text."""
     lines = []
     for scenario, g in table.groupby("scenario", sort=False):
-        lines.append(f"{scenario}")
+        left = int(g["contended"].iloc[0]) if "contended" in g else 0
+        lines.append(f"{scenario}" + (f"  ({left} real trial(s) taken under contention "
+                                      "left out)" if left else ""))
         lines.append(f"  {'metric':<18}{'real':>10}{'sim':>10}{'diff':>10}{'rel':>9}"
                      f"{'n':>9}  agree")
         for r in g.itertuples():

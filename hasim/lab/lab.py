@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from hasim.lab import compare, prereq
+from hasim.lab.contention import Watch
 from hasim.lab.load import LoadSpec
 from hasim.lab.measure import trial_metrics
 from hasim.lab.netns import cleanup_all, exit_on_signals, stopping
@@ -45,8 +46,12 @@ def measure_scenario(scenario: Scenario, trials: int = 5, *, sim_trials: int | N
         prereq.require()
         with exit_on_signals(), RealLab(plan, run_dir, on_event=log) as lab:
             for i in range(trials):
-                rec = lab.trial(i, trials)
+                with Watch() as w:
+                    rec = lab.trial(i, trials)
                 m = trial_metrics(rec)
+                c = w.result
+                m.update({"load1": c.load1, "steal_share": c.steal_share,
+                          "busy_share": c.busy_share, "contended": float(c.contended)})
                 log(f"{scenario.name}: real trial {i + 1}/{trials}: " + _brief(m))
                 rows += _rows("real", i, plan, m, float(rec.extra["shift"]))
     for j in range(n_sim):

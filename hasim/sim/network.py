@@ -28,6 +28,11 @@ OK = "ok"
 REFUSED = "refused"
 BLACKHOLE = "blackhole"
 RESET = "reset"
+#: Why a client closes its own session while it lives on and redials at once: its HTTP/2
+#: health check failed, an HTTP/1.1 request timed out, the kernel gave up on unacked data
+#: or on keepalive probes, or the kubelet closes after repeated heartbeat failures.
+CLIENT_CLOSES = frozenset({"http2 ping timeout", "request timeout", "tcp_retries2",
+                           "tcp keepalive", "repeated heartbeat failure"})
 
 
 def syn_schedule(retries: int = 6, linear: int = 0) -> tuple[tuple[float, ...], float]:

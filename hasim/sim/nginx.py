@@ -24,6 +24,10 @@ The peer choice and failure accounting follow nginx's source line by line
 - Without ``zone``, each worker process keeps its own copy of all of this.
 - Without ``listen ... reuseport`` the first idle worker accepts (``EPOLLEXCLUSIVE``):
   worker 0 at a node's load; with it, a hash spreads connections over the workers.
+  Worker 0 is not idle while it tears down a session its client just closed: a client
+  that redials at once (client-go after a failed HTTP/2 health check) can be woken into
+  worker 1, whose own upstream state may pick the dead server first and cost a
+  ``proxy_connect_timeout`` (the lab's client-go cell: ``redial_other_worker``).
 - No active health checks: nginx OSS sends nothing to a healthy server.
 """
 
@@ -38,8 +42,22 @@ import numpy as np
 
 from hasim.scenario import NginxSpec
 from hasim.sim.kernel import Environment, Wait
-from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
+from hasim.sim.network import (
+    BLACKHOLE,
+    CLIENT_CLOSES,
+    OK,
+    REFUSED,
+    RESET,
+    Network,
+    Proc,
+    Session,
+)
 from hasim.sim.records import Recorder
+
+#: How long a worker stays busy with a session its client closed: nginx reads the FIN,
+#: closes both sockets and frees the peer in well under a millisecond, and only a
+#: client's immediate redial (the same instant in the simulator) meets it.
+REDIAL_RACE_WINDOW = 0.001
 
 
 class NginxPeer:
@@ -186,6 +204,9 @@ class NginxProxy:
         self.clock_phase = clock_phase
         self.fail_timeout = int(math.ceil(spec.fail_timeout))
         self.workers: list[NginxUpstream] = []
+        #: Per worker, when its client last closed a session on it (the worker is busy
+        #: tearing it down for a moment).
+        self._client_closed: list[float] = []
         self._fresh_workers()
         net.add_process(self.proc)
         net.watch(self.proc, self._on_state)
@@ -196,6 +217,7 @@ class NginxProxy:
                           self.spec.balance)
             for _ in range(self.spec.workers)
         ]
+        self._client_closed = [-math.inf] * self.spec.workers
 
     def _on_state(self, up: bool) -> None:
         if up:  # a restarted nginx starts with fresh workers and no failure memory
@@ -218,6 +240,8 @@ class NginxProxy:
         w = 0
         if self.spec.reuseport and len(self.workers) > 1:
             w = int(self.rng.integers(len(self.workers)))
+        elif len(self.workers) > 1:
+            w = self._accepting_worker()
         up = self.workers[w]
         spec = self.spec
         n = len(self.servers)
@@ -257,9 +281,23 @@ class NginxProxy:
             if not net.is_alive(self.proc):
                 return RESET
 
+    def _accepting_worker(self) -> int:
+        """The first worker idle in ``epoll_wait``: worker 0, unless a session its client
+        closed an instant ago still keeps it busy; then, with the share the lab measured
+        (``redial_other_worker``), the kernel wakes the next one first."""
+        now = self.env.now
+        for w, closed in enumerate(self._client_closed[:-1]):
+            if now - closed > REDIAL_RACE_WINDOW:
+                return w
+            if float(self.rng.random()) >= self.spec.redial_other_worker:
+                return w
+        return len(self.workers) - 1
+
     def _finalize(self, up: NginxUpstream, i: int, sess: Session) -> None:
         if up not in self.workers:
             return  # the worker died with the process; its state is gone
+        if sess.cause in CLIENT_CLOSES:
+            self._client_closed[self.workers.index(up)] = self.env.now
         was_down = up.max_fails and up.peers[i].fails >= up.max_fails
         up.free(i, self.ngx_time(), failed=False)
         if was_down and up.peers[i].fails == 0:

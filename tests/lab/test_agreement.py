@@ -89,6 +89,24 @@ def test_only_real_trials_in_the_modelled_regime_are_compared() -> None:
     assert row.real == 2.28 and row.n_real == 1 and row.agrees
 
 
+def test_real_trials_taken_under_contention_are_left_out_and_counted() -> None:
+    """On made-up trials: the one real trial flagged as contended (hasim.lab.contention)
+    would move the real median; it is left out, counted, and its machine figures are not
+    compared."""
+    rows = [("sim", t, "failover_s", 2.25) for t in range(100)]
+    rows += [("real", 0, "failover_s", 2.28), ("real", 0, "contended", 0.0),
+             ("real", 0, "load1", 0.3),
+             ("real", 1, "failover_s", 5.00), ("real", 1, "contended", 1.0),
+             ("real", 1, "load1", 9.0),
+             ("real", 2, "failover_s", 2.30), ("real", 2, "contended", 0.0),
+             ("real", 2, "load1", 0.4)]
+    df = pd.DataFrame(rows, columns=["source", "trial", "metric", "value"]).assign(scenario="c")
+    table = side_by_side(df).set_index("metric")
+    assert list(table.index) == ["failover_s"]
+    row = table.loc["failover_s"]
+    assert row.real == 2.29 and row.n_real == 2 and row.contended == 1 and row.agrees
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_has_real_trials_in_the_modelled_regime(
         quick_matrix: tuple[object, pd.DataFrame], cell: str) -> None:
