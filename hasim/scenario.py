@@ -120,7 +120,7 @@ class NginxSpec(_Strict):
     # Not an nginx setting but a race it loses: the share of a client's immediate redials,
     # after it closed its connection itself (a failed HTTP/2 health check), that the
     # kernel hands to worker 1 because worker 0 is still tearing that connection down.
-    # Measured in the lab's client-go cell (docs/lab.md): 8 of 80 redials on a 2-core machine.
+    # Measured in the lab's client-go cells (docs/lab.md): 14 of 136 redials, 2-core machine.
     redial_other_worker: float = Field(0.1, ge=0.0, le=1.0)
 
 

@@ -3,7 +3,8 @@ executed (papermill, each in its own folder, results and figures in a temporary
 directory). A notebook fails on any error, on fewer figures than its metadata declares
 (``{"hasim": {"figures": N}}``), on a figure that cannot be read alone
 (:func:`hasim.report.show` raises) and on a figure without a computed finding below it.
-The lab notebook (``needs: lab``) is skipped where the lab cannot run.
+The lab notebook (``needs: lab``) runs in ``tests/lab/test_notebook.py``, on the
+session's lab results.
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ def _findings(executed: dict[str, Any]) -> int:
                for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"])
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+#: The lab notebook is executed the same way by tests/lab/test_notebook.py, on the lab
+#: results the session already has: a second run of the real lab here would add two
+#: minutes to make test.
+NOT_LAB = [p for p in NOTEBOOKS if notebook_meta(p).get("needs") != "lab"]
+
+
+@pytest.mark.parametrize("path", NOT_LAB, ids=lambda p: p.stem)
 def test_executes_with_its_figures_and_findings(path: Path, tmp_path: Path) -> None:
     t0 = time.perf_counter()
     run = run_notebook(path, tmp_path)

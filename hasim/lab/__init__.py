@@ -5,10 +5,13 @@ scenario's load balancer as :func:`hasim.render.render_config` writes it, drives
 short and long-lived clients, applies the scenario's faults for real (SIGKILL, iptables
 DROP), measures detection, failover and check rates, runs the same scenario and clients
 in the simulator, and writes ``lab.parquet`` with the side-by-side table. Beside it,
-:mod:`hasim.lab.etcd` (a real three-member etcd) and :mod:`hasim.lab.keepalived` (a real
-keepalived pair holding a VIP), judged by :mod:`hasim.lab.judge`. See ``docs/lab.md``.
+:mod:`hasim.lab.etcd` (a real three-member etcd), :mod:`hasim.lab.keepalived` (a real
+keepalived pair holding a VIP) and :mod:`hasim.lab.clientgo` (Go's HTTP/2 client as
+client-go configures it), judged by :mod:`hasim.lab.judge` and gathered by
+:mod:`hasim.lab.chain`. See ``docs/lab.md``.
 """
 
+from hasim.lab.chain import chain_table, load_chain, run_chain
 from hasim.lab.compare import TOLERANCE, agrees, format_table, side_by_side
 from hasim.lab.lab import load_lab, measure_scenario, run_lab, run_matrix
 from hasim.lab.load import LoadSpec
@@ -21,10 +24,13 @@ __all__ = [
     "LoadSpec",
     "agrees",
     "calibration_matrix",
+    "chain_table",
     "format_table",
     "lab_scenario",
+    "load_chain",
     "load_lab",
     "measure_scenario",
+    "run_chain",
     "run_lab",
     "run_matrix",
     "side_by_side",

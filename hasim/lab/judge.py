@@ -32,13 +32,16 @@ def judge(df: pd.DataFrame, metric: str = "election_s") -> dict[str, Any]:
     """The lab's acceptance for one cell: the simulated median within 15 % (or 0.3 s) of
     the real one, and with 20 or more real trials a two-sample KS test p > 0.01. Real
     trials flagged as taken under contention (:mod:`hasim.lab.contention`) are left out
-    and counted (``contended``)."""
+    and counted (``contended``); when every one was, all are judged and
+    ``all_contended`` says so (a verdict on a loaded machine, rather than none)."""
     from scipy.stats import ks_2samp
 
     real_rows = df[df["source"] == "real"]
     flags = real_rows[real_rows["metric"] == "contended"].set_index("trial")["value"]
     bad = set(flags[flags > 0].index)
-    mine = real_rows[(real_rows["metric"] == metric) & ~real_rows["trial"].isin(bad)]
+    measured = real_rows[real_rows["metric"] == metric]
+    every = bool(len(measured)) and set(measured["trial"]) <= bad
+    mine = measured if every else measured[~measured["trial"].isin(bad)]
     real = mine["value"].to_numpy()
     sim = df[(df["source"] == "sim") & (df["metric"] == metric)]["value"].to_numpy()
     mr, ms = float(np.median(real)), float(np.median(sim))
@@ -47,12 +50,14 @@ def judge(df: pd.DataFrame, metric: str = "election_s") -> dict[str, Any]:
     if len(real) >= 20:
         ok = ok and p > 0.01
     return {"real_median": mr, "sim_median": ms, "real_n": len(real), "sim_n": len(sim),
-            "ks_p": p, "agrees": ok, "contended": len(bad)}
+            "ks_p": p, "agrees": ok, "contended": len(bad), "all_contended": every}
 
 
 def report(what: str, j: dict[str, Any]) -> None:
     p = "" if np.isnan(j["ks_p"]) else f", KS p {j['ks_p']:.3g}"
-    left = f"; {j['contended']} trial(s) under contention left out" if j["contended"] else ""
+    left = ("; every trial under contention, all judged" if j.get("all_contended")
+            else f"; {j['contended']} trial(s) under contention left out" if j["contended"]
+            else "")
     print(f"{what}: real median {j['real_median']:.3f} s (n={j['real_n']}), sim median "
           f"{j['sim_median']:.3f} s (n={j['sim_n']}){p}: "
           f"{'agrees' if j['agrees'] else 'DISAGREES'}{left}", flush=True)

@@ -353,12 +353,28 @@ class Kubelet(Client):
                 yield env.sleep(period)
 
 
-class KubeProxy(Client):
-    """kube-proxy: list, then watch, over its own connection; re-list after a failure."""
+#: The watches each client process holds, as its client-go reflectors open them. With
+#: HTTP/2 a process's watches and requests share ONE connection, which is what hasim
+#: models for it; over HTTP/1.1 (``clients.disable_http2``, and every client before
+#: Kubernetes 1.5, whose client-go turned HTTP/2 on by default: k8s PR #32231 after the
+#: 1.4 attempt #28114 was reverted) every watch is a connection of its own. kubelet
+#: (``NewMainKubelet``): its pods (the apiserver config source), its own node and the
+#: services (for pods' environment variables); kube-proxy: services and endpoints.
+KUBELET_WATCHES = ("pods", "nodes", "services")
+KUBE_PROXY_WATCHES = ("services", "endpoints")
 
-    __slots__ = ("rng", "offset")
+
+class Reflector(Client):
+    """One client-go reflector: list, then watch, over its own connection; re-list after
+    a failure. A process with several (over HTTP/1.1) has one per watch, all under the
+    process's name: its requests are the process's."""
+
+    __slots__ = ("rng", "offset", "resource")
 
     LIST_TIMEOUT = 60.0
+    #: client-go's reflector: a watch that ends within 1 s with no event is "very short"
+    #: and counts as an error (``watchHandler``).
+    SHORT_WATCH = 1.0
     #: client-go's dialer sets ``net.Dialer{KeepAlive: 30s}``; Go applies it as both
     #: TCP_KEEPIDLE and TCP_KEEPINTVL (``net/tcpsockopt_unix.go``), and Linux gives up
     #: after ``tcp_keepalive_probes`` = 9 unanswered probes: an idle connection whose peer
@@ -370,11 +386,12 @@ class KubeProxy(Client):
     #: partition heals.
     KEEPALIVE_RECHECK = 30.0
 
-    def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rng: np.random.Generator, offset: float,
+                 resource: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rng = rng
-        # kube-proxy runs as a pod: it starts after its kubelet has registered the node.
-        self.offset = float(rng.uniform(2.0, 10.0))
+        self.offset = offset
+        self.resource = resource
 
     def start(self) -> None:
         self.env.process(self._run())
@@ -386,11 +403,20 @@ class KubeProxy(Client):
         while True:
             yield from self.wait_alive(spec.watch_backoff_cap)
             outcome = yield from self.request("list", self.LIST_TIMEOUT)
-            if outcome == OK and self.sess is not None:
+            while outcome == OK and self.sess is not None:
                 backoff = spec.watch_backoff_initial
+                opened = env.now
                 outcome = yield from self._watch(self.sess)
-                if outcome == OK:
-                    continue
+                if outcome == TIMEOUT or env.now - opened < self.SHORT_WATCH:
+                    break
+                # The watch ended as a stream ends: the server's timeoutSeconds, or the
+                # far side closed (a FIN or RST read, e.g. the LB's proxy_timeout or a
+                # crashed apiserver behind it). client-go's reflector (watchHandler
+                # returns nil) opens the next watch at once from its resourceVersion, no
+                # re-list, no backoff; only a lost connection (ping timeout, tcp_retries2,
+                # keepalive: an error event), a watch shorter than 1 s ("very short
+                # watch") or a failed re-watch ends ListAndWatch into the backoff.
+                outcome = yield from self.request("watch", self.LIST_TIMEOUT)
             # The reflector's backoff (jitter 1.0: a wait in [b, 2b)).
             yield env.sleep(backoff * (1 + float(self.rng.random())))
             backoff = min(2 * backoff, spec.watch_backoff_cap)
@@ -453,3 +479,15 @@ class KubeProxy(Client):
         self.rec.request(self.name, self.host, env.now, env.now, outcome,
                          sess.backend[0] if sess.backend else "", "watch")
         return outcome
+
+
+class KubeProxy(Reflector):
+    """kube-proxy: its services reflector (over HTTP/1.1 its endpoints watch is a second
+    :class:`Reflector` of the same process, started with it)."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
+        # kube-proxy runs as a pod: it starts after its kubelet has registered the node.
+        super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)),
+                         resource=KUBE_PROXY_WATCHES[0], **kwargs)

@@ -19,7 +19,14 @@ import pandas as pd
 from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.availability import ETCD_QUORUM, structural
-from hasim.sim.clients import DirectDialer, Kubelet, KubeProxy
+from hasim.sim.clients import (
+    KUBE_PROXY_WATCHES,
+    KUBELET_WATCHES,
+    DirectDialer,
+    Kubelet,
+    KubeProxy,
+    Reflector,
+)
 from hasim.sim.etcd import EtcdCluster, EtcdProxy, Flannel, request_timeout
 from hasim.sim.faults import FaultInjector
 from hasim.sim.haproxy import HAProxy
@@ -201,11 +208,20 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
             starters.append(k)
             nodes.append(d["host"])
             clients[k.name] = (d["host"], d["client_class"])
+            if spec.clients.disable_http2:  # one connection per watch (clients.py)
+                starters += [Reflector(env, net, rec, apis, d["host"], "kubelet",
+                                       dialer_for(n), spec.clients, rng=rng["clients"],
+                                       offset=k.boot, resource=r) for r in KUBELET_WATCHES]
         elif comp == "kube-proxy":
             p = KubeProxy(env, net, rec, apis, d["host"], "kube-proxy", dialer_for(n),
                           spec.clients, rng=rng["clients"])
             starters.append(p)
             clients[p.name] = (d["host"], d["client_class"])
+            if spec.clients.disable_http2:
+                starters += [Reflector(env, net, rec, apis, d["host"], "kube-proxy",
+                                       dialer_for(n), spec.clients, rng=rng["clients"],
+                                       offset=p.offset, resource=r)
+                             for r in KUBE_PROXY_WATCHES[1:]]
 
     for n, d in g.nodes(data=True):
         if d["component"] != "flannel" or d["host"] in skip:

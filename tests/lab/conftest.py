@@ -7,7 +7,7 @@ what is missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +46,26 @@ def quick_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pat
     # that contention; the simulator's worker 0 models the idle case.
     df = run_matrix(calibration_matrix("quick"), TRIALS, out, parallel=1, quiet=True)
     yield out, df
+
+
+@pytest.fixture(scope="session")
+def chain_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's real etcd, keepalived and client-go cells are kept, as
+    ``hasim.lab.run_chain`` writes them, for the notebook test to read back."""
+    return tmp_path_factory.mktemp("lab-chain")
+
+
+@pytest.fixture()
+def keep_chain(chain_dir: Path) -> Callable[[str, pd.DataFrame], None]:
+    """``keep_chain(part, df)``: add one cell's long table to its part's file."""
+    from hasim.lab.chain import PARTS
+
+    def keep(part: str, df: pd.DataFrame) -> None:
+        path = chain_dir / PARTS[part][0]
+        old = [pd.read_parquet(path)] if path.exists() else []
+        pd.concat([*old, df], ignore_index=True).to_parquet(path)
+
+    return keep
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -180,3 +180,27 @@ def test_nginx_detects_a_blackholed_server_only_after_its_connect_timeout(
     for t in _real(df, "nginx-short-blackhole", "detect_s"):
         assert t >= 1.0 - 0.02 and math.isfinite(t)
 
+
+
+def test_the_chain_table_judges_each_part_and_a_cell_with_only_contended_trials() -> None:
+    """On made-up trials of the etcd, keepalived and client-go parts (hasim.lab.chain)."""
+    from hasim.lab import chain_table
+
+    rows = []
+    for t in range(100):
+        rows += [("etcd", "etcd etcd-defaults", "sim", t, "election_s", 1.2),
+                 ("clientgo", "client-go nginx-watch", "sim", t, "lost_s", 2.0),
+                 ("clientgo", "client-go nginx-watch", "sim", t, "back_s", 2.0)]
+    rows += [("etcd", "etcd etcd-defaults", "real", 0, "election_s", 1.25),
+             ("etcd", "etcd etcd-defaults", "real", 0, "contended", 1.0),
+             ("clientgo", "client-go nginx-watch", "real", 0, "lost_s", 2.1),
+             ("clientgo", "client-go nginx-watch", "real", 0, "back_s", 3.1),
+             ("clientgo", "client-go nginx-watch", "real", 0, "contended", 0.0)]
+    df = pd.DataFrame(rows, columns=["part", "cell", "source", "trial", "metric", "value"])
+    table = chain_table(df).set_index(["cell", "metric"])
+    # Its one real trial was contended: judged all the same, and marked so.
+    etcd = table.loc[("etcd etcd-defaults", "election_s")]
+    assert etcd["all_contended"] and etcd["n_real"] == 1 and etcd["contended"] == 1
+    assert bool(etcd["agrees"])  # 1.25 s against 1.2 s
+    assert bool(table.loc[("client-go nginx-watch", "lost_s"), "agrees"])  # 0.1 s < 0.3 s
+    assert not table.loc[("client-go nginx-watch", "back_s"), "agrees"]  # 1.1 s > 0.3 s

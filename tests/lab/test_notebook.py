@@ -7,7 +7,6 @@ import ast
 import json
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
 import pytest
 
@@ -42,14 +41,32 @@ def test_notebook_uses_only_the_public_api() -> None:
 
 
 @pytest.mark.needs_lab
-def test_notebook_runs(quick_matrix: tuple[Path, pd.DataFrame]) -> None:
+def test_notebook_runs(quick_matrix: tuple[Path, pd.DataFrame], chain_dir: Path,
+                       tmp_path: Path) -> None:
+    """papermill, as tests/test_notebooks.py runs the other notebooks (its figures, their
+    findings, the budget), on the session's results instead of a second lab run: the quick
+    matrix and the etcd, keepalived and client-go cells the tests before this one ran
+    (pytest runs tests/lab/ in file order; whatever of the chain is there is shown)."""
+    import shutil
+    import time
+
+    from hasim.report import notebook_meta, run_notebook
+
     out, _ = quick_matrix
-    matplotlib.use("Agg")
-    cells = _code_cells()
-    ns: dict[str, object] = {}
-    exec("".join(cells[0]["source"]), ns)  # type: ignore[arg-type]
-    ns.update(out=str(out), rerun=False)
-    for c in cells[1:]:
-        exec("".join(c["source"]), ns)  # type: ignore[arg-type]
-    table = ns["table"]
-    assert isinstance(table, pd.DataFrame) and len(table)
+    results = tmp_path / "results"
+    shutil.copytree(out, results)
+    for f in chain_dir.glob("*.parquet"):
+        shutil.copy(f, results / f.name)
+    assert list(results.glob("lab-clientgo.parquet")), "the client-go test ran before"
+    t0 = time.perf_counter()
+    run = run_notebook(NOTEBOOK, tmp_path / "run", parameters={"out": str(results),
+                                                                "rerun": False})
+    assert run.ok, run.error
+    want = notebook_meta(NOTEBOOK)["figures"]
+    assert run.figures >= want and len(run.saved) == want, [p.name for p in run.saved]
+    executed = json.loads(run.executed.read_text()) if run.executed else {"cells": []}
+    findings = sum("**Finding.**" in "".join(o.get("data", {}).get("text/markdown", ""))
+                   for c in executed["cells"] if c["cell_type"] == "code"
+                   for o in c["outputs"])
+    assert findings >= want
+    assert time.perf_counter() - t0 < 180

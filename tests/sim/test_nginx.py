@@ -262,7 +262,7 @@ def test_midrun_crash_detected_only_when_a_connection_is_routed_to_it() -> None:
                                      [{"at": f"{at}s", "target": "master1/apiserver",
                                        "kind": "crash"}], 120.0), seed=2)
     assert rows(res, "active").empty
-    rq = node_api_requests(res, nodes)
+    rq = res.requests  # every request, re-opened watches included (client-go reflector)
     det = res.detections
     assert len(det) >= 1
     # Every detection is a refusal one RTT after a client connection was dialled through
@@ -372,21 +372,44 @@ def test_proxy_timeout_3s_multiplies_connection_churn() -> None:
         assert conn["source"].nunique() == nodes
         rates[pt] = conn.groupby("source")["count"].sum() / duration
     # Lower bound per node with proxy_timeout 3 s, from the clients (MODEL.md §4):
-    # - kube-proxy lists (a few ms), its watch is idle, nginx closes it 3 s after the list
-    #   and the reflector re-lists after a backoff in [0.8, 1.6) s on a new connection:
-    #   one connection per at most 3 + 1.6 + 0.01 s, from its start at <= 10 s.
+    # - kube-proxy lists (a few ms), its watch is idle, nginx closes it 3 s later; the
+    #   stream ended (a FIN after more than 1 s), so client-go's reflector opens the next
+    #   watch at once on a new connection: one connection per at most 3 + 0.01 s, from its
+    #   start at <= 10 s.
     # - the kubelet sends a lease every 10 x [1, 1.04) s and a status every 10 s: between
     #   two leases (<= 10.4 s apart) there are at most two status requests, so one of the
     #   <= 3 gaps is >= 10/3 s > 3 s: at least one new connection per lease period, from
     #   its first lease at <= 11 s.
-    proxy_cycle, lease_period = 3 + 1.6 + 0.01, 10.4 + 0.01
+    proxy_cycle, lease_period = 3 + 0.01, 10.4 + 0.01
     lower = ((duration - 10) / proxy_cycle - 1 + (duration - 11) / lease_period - 1) / duration
-    # Upper bound: kube-proxy cycles take >= 3 + 0.8 s; the kubelet opens at most one
+    # Upper bound: kube-proxy's cycles take >= 3 s; the kubelet opens at most one
     # connection per request: register + leases + statuses, each loop every >= 10 s.
-    upper = ((duration / 3.8 + 1) + 1 + 2 * (duration / 10 + 1)) / duration
+    upper = ((duration / 3 + 1) + 1 + 2 * (duration / 10 + 1)) / duration
     assert (rates["3s"] >= lower).all(), (rates["3s"].min(), lower)
     assert (rates["3s"] <= upper).all(), (rates["3s"].max(), upper)
     # With 10 min the two clients' connections live on (HTTP/2 pings every 30 s keep
     # them from going idle): about one connection per client per run.
     assert (rates["10m"] <= 4 / duration).all()
     assert rates["3s"].min() >= 10 * rates["10m"].max()
+
+
+def test_over_http1_every_watch_is_its_own_connection_ks655() -> None:
+    """KS #655 (Kubernetes 1.4, HTTP/1.1 clients): "about 5 connections per node"
+    re-handshaking every 3 s. Over HTTP/1.1 the kubelet's pods, node and services watches
+    and kube-proxy's services and endpoints watches are a connection each
+    (hasim.sim.clients.KUBELET_WATCHES, KUBE_PROXY_WATCHES), each cut by nginx 3 s after
+    its last byte and re-opened at once: 5 connections per 3 s, plus the heartbeats'."""
+    nodes, duration = 5, 600.0
+    res = hasim.simulate(local_nginx({"proxy_timeout": "3s"}, nodes, [NO_OP_FAULT], duration,
+                                     clients={"disable_http2": True}), seed=6)
+    per_3s = rows(res, "connection").groupby("source")["count"].sum() / duration * 3
+    watches = 3 + 2
+    # Each watch cycles in [3, 3.01] s from its start (the kubelet's at <= 1 s,
+    # kube-proxy's at <= 10 s); the heartbeats add at most one connection per request:
+    # register, and a lease and a status every >= 10 s.
+    lower = ((3 * (duration - 1) + 2 * (duration - 10)) / 3.01 - watches) / duration * 3
+    upper = (watches * (duration / 3 + 1) + 1 + 2 * (duration / 10 + 1)) / duration * 3
+    assert (per_3s >= lower).all(), (per_3s.min(), lower)
+    assert (per_3s <= upper).all(), (per_3s.max(), upper)
+    assert lower > 4.9  # "about 5 connections per node", as reported
+

@@ -273,8 +273,11 @@ def test_clients_connections_reset_after_a_move_and_reconnect():
             # nothing of this client succeeded between the move and that reset
             between = after[after["end"] < r0["end"]]
             assert (between["outcome"] != "ok").all()
-            nxt = mine[mine["start"] >= r0["end"]].iloc[0]
-            assert nxt["outcome"] == "ok", (client, m["time"])
+            # The kubelet redials at once and that retry succeeds. (A request that starts
+            # at that very instant on the old connection may meet the same RST: its packet
+            # can be the one that drew it; so look at the requests of the next 10 ms.)
+            soon = mine[(mine["start"] >= r0["end"]) & (mine["start"] <= r0["end"] + 0.01)]
+            assert (soon["outcome"] == "ok").any(), (client, m["time"])
 
 
 @pytest.mark.slow
