@@ -53,13 +53,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from hasim.errors import HasimError, exit_status
 from hasim.lab.judge import judge, pick, real_rows, report
 from hasim.lab.matrix import HAPROXY_SHORT, NGINX_SHORT, lab_scenario
 from hasim.sim.clients import Client
-from hasim.sim.kernel import Wait
+from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import OK
 
 SOURCE = Path(__file__).with_name("go") / "clientgo.go"
@@ -323,17 +322,9 @@ def sim_trial(cell: Cell, seed: int, overrides: Mapping[str, Any] | None = None,
     """One simulated trial: the same blackhole 1 s plus ``phase`` (default: a random share
     of ``ReadIdleTimeout``) after the watch opened, read off the client's events;
     ``overrides`` are dotted scenario keys."""
-    from hasim.lab.simload import TimedRecorder, balancer_spec, with_host_kernel
-    from hasim.render import balancer_node
-    from hasim.scenario import NginxSpec
-    from hasim.sim.apiserver import Apiservers
+    from hasim.lab.simload import lab_part, with_host_kernel
     from hasim.sim.engine import streams
     from hasim.sim.faults import FaultInjector
-    from hasim.sim.haproxy import HAProxy
-    from hasim.sim.kernel import Environment
-    from hasim.sim.network import Network, Proc
-    from hasim.sim.nginx import NginxProxy
-    from hasim.topology import build_topology
 
     rng = streams(seed)
     drawn = float(rng["faults"].uniform(0.0, cell.read_idle))
@@ -343,30 +334,10 @@ def sim_trial(cell: Cell, seed: int, overrides: Mapping[str, Any] | None = None,
     sc = with_host_kernel(cell.scenario(at))
     if overrides:
         sc = sc.with_overrides(overrides)
-    spec = sc.spec
-    g = build_topology(sc)
-    node = balancer_node(g, "node1")
-    d = g.nodes[node]
-    env = Environment()
-    rec = TimedRecorder(env)
-    net = Network(env, spec.network.rtt, rec, spec.network.tcp_syn_retries,
-                  spec.network.tcp_syn_linear_timeouts)
-    apis = Apiservers(net, spec.apiserver.service_time)
-    servers: list[Proc] = []
-    for v in g.successors(node):
-        proc = (g.nodes[v]["host"], g.nodes[v]["component"])
-        servers.append(proc)
-        apis.add(proc[0])
-    bspec = balancer_spec(sc, d["component"], cell.lb)
-    lb: Any
-    if isinstance(bspec, NginxSpec):
-        lb = NginxProxy(env, net, rec, d["host"], servers, bspec, rng["workers"],
-                        float(rng["clock"].random()))
-    else:
-        lb = HAProxy(env, net, rec, d["host"], d["component"], servers, bspec, rng["checks"],
-                     spec.clients.tcp_syn_timeout, apis.healthy)
-    client = SimClientGo(env, net, rec, apis, "node1", "clientgo", lb, spec.clients,
-                         beat=cell.beat)
+    part = lab_part(sc, "node1", rng)
+    env, rec, net = part.env, part.rec, part.net
+    client = SimClientGo(env, net, rec, part.apis, "node1", "clientgo", part.lb,
+                         sc.spec.clients, beat=cell.beat)
     env.process(_start_later(env, client))
     FaultInjector(env, net, rec, sc, rng["faults"]).start()
     env.run(until=at + cell.observe())
@@ -378,7 +349,7 @@ def sim_trial(cell: Cell, seed: int, overrides: Mapping[str, Any] | None = None,
     return {"lost_s": lost - at, "rewatch_s": back - lost, "back_s": back - at}
 
 
-def _start_later(env: simpy.Environment, client: SimClientGo
+def _start_later(env: Environment, client: SimClientGo
                  ) -> Generator[Wait, Any, None]:
     yield env.timeout(SIM_CLIENT_START)
     client.start()

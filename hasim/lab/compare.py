@@ -68,11 +68,18 @@ def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (scenario, metric): medians, difference, relative difference, agreement.
 
     Real trials taken under contention are left out of the medians and counted
-    (``contended``): a disagreement the host caused is not the model's."""
+    (``contended``): a disagreement the host caused is not the model's. A scenario whose
+    every real trial was contended keeps them all (``all_contended``): a verdict on a
+    loaded machine rather than none."""
     bad = contended_trials(df)
-    if bad:
+    real = df[df["source"] == "real"]
+    trials = {(str(s), int(t)) for s, t in zip(real["scenario"], real["trial"], strict=True)}
+    every = {s for s in {s for s, _ in trials}
+             if {k for k in trials if k[0] == s} <= bad}
+    drop = {k for k in bad if k[0] not in every}
+    if drop:
         key = pd.Series(list(zip(df["scenario"], df["trial"], strict=True)), index=df.index)
-        df = df[(df["source"] != "real") | ~key.isin(bad)]
+        df = df[(df["source"] != "real") | ~key.isin(drop)]
     df = df[~df["metric"].isin(CONTENTION)]
     rows = []
     for (scenario, metric), g in df.groupby(["scenario", "metric"], sort=False):
@@ -86,6 +93,7 @@ def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
             "rel_diff": rel, "n_real": int((g["source"] == "real").sum()),
             "n_sim": int((g["source"] == "sim").sum()), "agrees": agrees(str(metric), real, sim),
             "contended": sum(1 for sc, _ in bad if sc == scenario),
+            "all_contended": scenario in every,
         })
     out = pd.DataFrame(rows)
     if len(out):
@@ -100,8 +108,11 @@ def format_table(table: pd.DataFrame) -> str:
     lines = []
     for scenario, g in table.groupby("scenario", sort=False):
         left = int(g["contended"].iloc[0]) if "contended" in g else 0
-        lines.append(f"{scenario}" + (f"  ({left} real trial(s) taken under contention "
-                                      "left out)" if left else ""))
+        every = bool(g["all_contended"].iloc[0]) if "all_contended" in g else False
+        note = ("  (every real trial taken under contention: all judged)" if every
+                else f"  ({left} real trial(s) taken under contention left out)" if left
+                else "")
+        lines.append(f"{scenario}{note}")
         lines.append(f"  {'metric':<18}{'real':>10}{'sim':>10}{'diff':>10}{'rel':>9}"
                      f"{'n':>9}  agree")
         for r in g.itertuples():

@@ -264,12 +264,23 @@ def with_host_kernel(scenario: Scenario) -> Scenario:
     return scenario.with_overrides(over) if over else scenario
 
 
-def simulate_lab(scenario: Scenario, host: str, load: LoadSpec, seed: int, t_start: float,
-                 duration: float) -> SimTrial:
-    """One simulated trial of the lab: the LB of ``host``, its apiservers, the scenario's
-    faults, the lab's clients from ``t_start`` to ``duration``."""
+@dataclass
+class LabPart:
+    """The part of the engine a lab cell exercises: its clock, records, network,
+    apiservers and the LB of one host, built from the scenario's topology graph."""
+
+    env: Environment
+    rec: TimedRecorder
+    net: Network
+    apis: Apiservers
+    lb: Any
+    component: str  # the LB node's: "lb" (local) or "extlb"
+
+
+def lab_part(scenario: Scenario, host: str, rng: dict[str, Any]) -> LabPart:
+    """The LB of ``host`` (the scenario's nginx or HAProxy), its apiservers and the
+    network between them, with the engine's own classes and random streams."""
     spec = scenario.spec
-    rng = streams(seed)
     g = build_topology(scenario)
     node = balancer_node(g, host)
     d = g.nodes[node]
@@ -295,8 +306,18 @@ def simulate_lab(scenario: Scenario, host: str, load: LoadSpec, seed: int, t_sta
     else:
         lb = HAProxy(env, net, rec, d["host"], d["component"], servers, bspec, rng["checks"],
                      spec.clients.tcp_syn_timeout, apis.healthy)
-    client_host = host if d["component"] == "lb" else "lab"
-    clients = SimLoad(env, net, rec, apis, client_host, lb, load, t_start, duration)
+    return LabPart(env, rec, net, apis, lb, d["component"])
+
+
+def simulate_lab(scenario: Scenario, host: str, load: LoadSpec, seed: int, t_start: float,
+                 duration: float) -> SimTrial:
+    """One simulated trial of the lab: the LB of ``host``, its apiservers, the scenario's
+    faults, the lab's clients from ``t_start`` to ``duration``."""
+    rng = streams(seed)
+    part = lab_part(scenario, host, rng)
+    env, rec, net = part.env, part.rec, part.net
+    client_host = host if part.component == "lb" else "lab"
+    clients = SimLoad(env, net, rec, part.apis, client_host, part.lb, load, t_start, duration)
     clients.start()
     FaultInjector(env, net, rec, scenario, rng["faults"]).start()
     env.run(until=duration)

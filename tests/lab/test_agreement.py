@@ -105,6 +105,11 @@ def test_real_trials_taken_under_contention_are_left_out_and_counted() -> None:
     assert list(table.index) == ["failover_s"]
     row = table.loc["failover_s"]
     assert row.real == 2.29 and row.n_real == 2 and row.contended == 1 and row.agrees
+    assert not row.all_contended
+    # Every real trial contended: all are judged, and the table says so.
+    every = df.assign(value=df["value"].where(df["metric"] != "contended", 1.0))
+    row = side_by_side(every).set_index("metric").loc["failover_s"]
+    assert row.all_contended and row.n_real == 3 and row.real == 2.30 and row.agrees
 
 
 @pytest.mark.parametrize("cell", CELLS)
