@@ -69,10 +69,14 @@ def test_cli_rejects_an_unknown_setting(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_contention_is_measured_and_flags_a_busy_machine() -> None:
+    import time
+
     from hasim.lab.contention import MAX_LOAD_PER_CPU, Contention, Watch
 
-    with Watch() as w:
-        sum(i * i for i in range(200_000))  # some CPU time of our own
+    with Watch() as w:  # 0.2 s of CPU of our own: /proc/stat counts in 10 ms ticks
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.2:
+            sum(i * i for i in range(10_000))
     c = w.result
     assert 0.0 <= c.steal_share <= 1.0 and 0.0 < c.busy_share <= 1.0
     cpus = os.cpu_count() or 1
