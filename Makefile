@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The lab (real nginx with its stream module, HAProxy, iproute2, iptables, etcd, keepalived,
-# and Go with x/net for the client-go HTTP/2 cell) comes from Debian; install what is missing when we are root and have apt-get.
+# and Go with x/net for the client-go HTTP/2 cell) comes from Debian; install what is
+# missing when we are root and have apt-get.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null || missing="$$missing nginx libnginx-mod-stream"; \
