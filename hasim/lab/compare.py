@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hasim.lab.contention import METRICS as CONTENTION  # noqa: E402
 from hasim.plots import save_figure  # noqa: E402
 
 COLUMNS = ["source", "trial", "metric", "value", "scenario", "shift"]
@@ -54,10 +55,6 @@ def agrees(metric: str, real: float, sim: float) -> bool | None:
     return abs(sim - real) <= max(rel * abs(real), absolute) + 1e-12
 
 
-#: What each real trial records of the machine (:mod:`hasim.lab.contention`), not compared.
-CONTENTION = ("load1", "steal_share", "busy_share", "contended")
-
-
 def contended_trials(df: pd.DataFrame) -> set[tuple[str, int]]:
     """(scenario, trial) of the real trials taken under contention."""
     flags = df[(df["source"] == "real") & (df["metric"] == "contended") & (df["value"] > 0)]
@@ -80,7 +77,7 @@ def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     if drop:
         key = pd.Series(list(zip(df["scenario"], df["trial"], strict=True)), index=df.index)
         df = df[(df["source"] != "real") | ~key.isin(drop)]
-    df = df[~df["metric"].isin(CONTENTION)]
+    df = df[~df["metric"].isin(CONTENTION)]  # the machine's figures, not compared
     rows = []
     for (scenario, metric), g in df.groupby(["scenario", "metric"], sort=False):
         real = _median(g.loc[g["source"] == "real", "value"])

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 MAX_STEAL = 0.05
 MAX_LOAD_PER_CPU = 1.5
+#: What a real trial records of the machine, beside its own metrics (not compared).
+METRICS = ("load1", "steal_share", "busy_share", "contended")
 
 
 def _cpu_times() -> list[int] | None:
@@ -40,6 +42,11 @@ class Contention:
     def contended(self) -> bool:
         cpus = os.cpu_count() or 1
         return self.steal_share > MAX_STEAL or self.load1 > MAX_LOAD_PER_CPU * cpus
+
+    def metrics(self) -> dict[str, float]:
+        """The trial's :data:`METRICS`, as the lab's tables store them."""
+        return {"load1": self.load1, "steal_share": self.steal_share,
+                "busy_share": self.busy_share, "contended": float(self.contended)}
 
 
 class Watch:

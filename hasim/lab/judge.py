@@ -20,9 +20,7 @@ def real_rows(label: str, trials: int, trial: Callable[[], dict[str, Any]]
     for i in range(trials):
         with Watch() as w:
             r = trial()
-        c = w.result
-        r.update({"load1": c.load1, "steal_share": c.steal_share, "busy_share": c.busy_share,
-                  "contended": float(c.contended)})
+        r.update(w.result.metrics())
         rows += [{"cell": label, "source": "real", "trial": i, "metric": k, "value": float(v)}
                  for k, v in r.items()]
     return rows

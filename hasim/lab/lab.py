@@ -48,10 +48,7 @@ def measure_scenario(scenario: Scenario, trials: int = 5, *, sim_trials: int | N
             for i in range(trials):
                 with Watch() as w:
                     rec = lab.trial(i, trials)
-                m = trial_metrics(rec)
-                c = w.result
-                m.update({"load1": c.load1, "steal_share": c.steal_share,
-                          "busy_share": c.busy_share, "contended": float(c.contended)})
+                m = {**trial_metrics(rec), **w.result.metrics()}
                 log(f"{scenario.name}: real trial {i + 1}/{trials}: " + _brief(m))
                 rows += _rows("real", i, plan, m, float(rec.extra["shift"]))
     for j in range(n_sim):

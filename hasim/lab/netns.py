@@ -122,6 +122,15 @@ class Namespace:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=5)
 
+    def terminate(self, p: subprocess.Popen[Any], grace: float = 5.0) -> None:
+        """SIGTERM to a process group started by :meth:`popen` (so that it can exit
+        cleanly), reaped within ``grace`` seconds, else SIGKILL."""
+        self.kill(p, signal.SIGTERM)
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill(p)
+
     # -- blackholes -----------------------------------------------------------------------
     def _drop_rules(self, addr: str) -> list[list[str]]:
         # Both directions: the address answers nothing and sends nothing, like a host

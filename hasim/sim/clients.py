@@ -369,7 +369,7 @@ class Reflector(Client):
     a failure. A process with several (over HTTP/1.1) has one per watch, all under the
     process's name: its requests are the process's."""
 
-    __slots__ = ("rng", "offset", "resource")
+    __slots__ = ("rng", "offset")
 
     LIST_TIMEOUT = 60.0
     #: client-go's reflector: a watch that ends within 1 s with no event is "very short"
@@ -387,11 +387,10 @@ class Reflector(Client):
     KEEPALIVE_RECHECK = 30.0
 
     def __init__(self, *args: Any, rng: np.random.Generator, offset: float,
-                 resource: str, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rng = rng
         self.offset = offset
-        self.resource = resource
 
     def start(self) -> None:
         self.env.process(self._run())
@@ -489,5 +488,4 @@ class KubeProxy(Reflector):
 
     def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
         # kube-proxy runs as a pod: it starts after its kubelet has registered the node.
-        super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)),
-                         resource=KUBE_PROXY_WATCHES[0], **kwargs)
+        super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)), **kwargs)

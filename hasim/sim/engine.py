@@ -211,7 +211,7 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
             if spec.clients.disable_http2:  # one connection per watch (clients.py)
                 starters += [Reflector(env, net, rec, apis, d["host"], "kubelet",
                                        dialer_for(n), spec.clients, rng=rng["clients"],
-                                       offset=k.boot, resource=r) for r in KUBELET_WATCHES]
+                                       offset=k.boot) for _watch in KUBELET_WATCHES]
         elif comp == "kube-proxy":
             p = KubeProxy(env, net, rec, apis, d["host"], "kube-proxy", dialer_for(n),
                           spec.clients, rng=rng["clients"])
@@ -220,8 +220,8 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
             if spec.clients.disable_http2:
                 starters += [Reflector(env, net, rec, apis, d["host"], "kube-proxy",
                                        dialer_for(n), spec.clients, rng=rng["clients"],
-                                       offset=p.offset, resource=r)
-                             for r in KUBE_PROXY_WATCHES[1:]]
+                                       offset=p.offset)
+                             for _watch in KUBE_PROXY_WATCHES[1:]]
 
     for n, d in g.nodes(data=True):
         if d["component"] != "flannel" or d["host"] in skip:
