@@ -156,6 +156,24 @@ def _setting(raw: Any, how: str, source: str, name: str) -> float:
     return value
 
 
+def _pre_vote(cluster: Cluster, rules: str) -> Knob:
+    """etcd's ``--pre-vote``: kubespray passes none, so etcd's own default holds unless
+    ``etcd_extra_vars`` sets ``ETCD_PRE_VOTE`` (written into ``etcd.env``). The default
+    follows etcd's version: on from 3.5 (today's ``etcd_version``), absent in the etcd
+    of 2016 (and off by default up to 3.4)."""
+    name = "etcd_extra_vars.ETCD_PRE_VOTE"
+    extra = _first_value(cluster, "etcd_extra_vars")
+    if isinstance(extra, Mapping) and "ETCD_PRE_VOTE" in extra:
+        raw = extra["ETCD_PRE_VOTE"]
+        text = str(raw).strip().lower()
+        if text not in ("true", "false"):
+            raise ScenarioError(f"{raw!r} is not a boolean for ETCD_PRE_VOTE (true or "
+                                "false)", file=cluster.source, field=name)
+        return Knob(name, raw, "inventory", "etcd.pre_vote", text == "true")
+    on = era(rules) == "today"
+    return Knob(name, "true" if on else "false", "default", "etcd.pre_vote", on)
+
+
 def read_knobs(cluster: Cluster, rules: str, kubernetes_version: str | None = None) -> Knobs:
     """The knobs of ``cluster`` under ``rules`` (``kubernetes_version`` overrides the
     inventory's ``kube_version``). Bad values are a :class:`ScenarioError` naming the
@@ -182,4 +200,5 @@ def read_knobs(cluster: Cluster, rules: str, kubernetes_version: str | None = No
         if raw is None:
             raw, where = defaults[name], "default"
         knobs.append(Knob(name, raw, where, key, _setting(raw, how, source, name)))
+    knobs.append(_pre_vote(cluster, rules))
     return Knobs(knobs, f"{version[0]}.{version[1]}", profile, kube_vip)

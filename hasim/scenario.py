@@ -282,6 +282,8 @@ class EtcdSpec(_Strict):
 
     heartbeat_interval: PositiveDuration = 0.1
     election_timeout: PositiveDuration = 1.0
+    # --pre-vote: off in etcd 3.4, on by default from 3.5 (docs/model.md, etcd).
+    pre_vote: bool = False
 
 
 class NetworkSpec(_Strict):

@@ -306,6 +306,15 @@ def test_knobs_from_the_inventory_and_defaults(tmp_path: Path) -> None:
     k16 = read_knobs(bare, "ha-mode-2016")
     assert k16.client_profile == "legacy"
     assert k16.overrides()["etcd.election_timeout"] == 10.0
+    # etcd's --pre-vote: kubespray passes none, so etcd's default of the era holds (on from
+    # etcd 3.5, today's; none in 2016) unless etcd_extra_vars sets ETCD_PRE_VOTE.
+    assert o["etcd.pre_vote"] is True and k16.overrides()["etcd.pre_vote"] is False
+    off = cluster_from_inventory(write_inventory(tmp_path / "p", group_vars={
+        "etcd_extra_vars": {"ETCD_PRE_VOTE": "false"}}), source="p", field="i")
+    k_off = read_knobs(off, "kubespray-2026-01")
+    assert k_off.overrides()["etcd.pre_vote"] is False
+    assert {x["name"]: x["source"] for x in k_off.as_list()}[
+        "etcd_extra_vars.ETCD_PRE_VOTE"] == "inventory"
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -326,6 +335,11 @@ def test_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "'banana' is not a Kubernetes version" in err
     err = _error(["assess", str(tmp_path / "nowhere")], capsys)
     assert f"{tmp_path / 'nowhere'}: path does not exist" in err
+    bad = write_inventory(tmp_path / "d", group_vars={
+        "etcd_extra_vars": {"ETCD_PRE_VOTE": "maybe"}})
+    err = _error(["assess", str(bad)], capsys)
+    assert "'maybe' is not a boolean for ETCD_PRE_VOTE" in err
+    assert "etcd_extra_vars.ETCD_PRE_VOTE" in err
     (tmp_path / "c" / "group_vars").mkdir()
     (tmp_path / "c" / "group_vars" / "all.yml").write_text("kube_version: 2.1\n")
     err = _error(["assess", str(inv), "--out", str(tmp_path / "out")], capsys)

@@ -16,6 +16,7 @@ scenario whose first member's etcd crashes (``master1/etcd``), under the same
 ``elections`` table.
 
     python -m hasim.lab.etcd [--settings etcd-defaults,kubespray-2026] [--trials 10]
+                             [--pre-vote] [--stop] [--writes 1,15]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from hasim.errors import HasimError, exit_status
@@ -126,6 +127,11 @@ def etcd_cluster(heartbeat_ms: int, election_ms: int, pre_vote: bool = False
             log = open(root / f"{m.name}.log", "wb")  # noqa: SIM115 (closed with the dir)
             procs[m.name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                              start_new_session=True)
+            # Each member's raft ticker starts with the member: started back to back,
+            # their tick phases would be nearly aligned, and a CheckQuorum second term
+            # needs the other follower one tick behind the first candidate (docs/model.md,
+            # etcd). Real members boot at unrelated instants, as the model draws them.
+            time.sleep(random.uniform(0.0, heartbeat_ms / 1000.0))
         yield members, procs
     finally:
         for p in procs.values():
@@ -161,25 +167,36 @@ def _kill(proc: subprocess.Popen[bytes]) -> float:
     return time.monotonic()
 
 
-def real_trial(heartbeat_ms: int, election_ms: int, pre_vote: bool = False) -> dict[str, Any]:
-    """One kill of the leader; ``election_s`` and ``rounds``."""
+def _new_leader(survivors: Sequence[Member], term: int) -> int | None:
+    """The term in which a survivor reports a leader elected after ``term``, if any yet."""
+    for m in survivors:
+        try:
+            d = status(m, timeout=0.2)
+        except OSError:
+            continue
+        if int(d.get("leader", 0)) and int(d["raftTerm"]) > term:
+            return int(d["raftTerm"])
+    return None
+
+
+def real_trial(heartbeat_ms: int, election_ms: int, pre_vote: bool = False,
+               stop: bool = False) -> dict[str, Any]:
+    """One kill of the leader (or with ``stop``, a SIGTERM: etcd's graceful stop, which
+    hands leadership to a follower before exiting); ``election_s`` and ``rounds``."""
     e = election_ms / 1000.0
     with etcd_cluster(heartbeat_ms, election_ms, pre_vote) as (members, procs):
         lead, term = _leader(members, time.monotonic() + 30 + 4 * e)
         time.sleep(3 * heartbeat_ms / 1000.0)  # steady heartbeats before the fault
         survivors = [m for m in members if m is not lead]
-        t0 = _kill(procs[lead.name])
+        if stop:
+            t0 = time.monotonic()
+            os.killpg(procs[lead.name].pid, signal.SIGTERM)
+        else:
+            t0 = _kill(procs[lead.name])
         deadline = t0 + 20 * e + 10
         while time.monotonic() < deadline:
-            for m in survivors:
-                try:
-                    d = status(m, timeout=0.2)
-                except OSError:
-                    continue
-                new = int(d.get("leader", 0))
-                if new and int(d["raftTerm"]) > term:
-                    return {"election_s": time.monotonic() - t0,
-                            "rounds": int(d["raftTerm"]) - term}
+            if (new := _new_leader(survivors, term)) is not None:
+                return {"election_s": time.monotonic() - t0, "rounds": new - term}
             time.sleep(POLL_S)
     raise HasimError("etcd: no new leader after the kill (see the member logs)")
 
@@ -221,12 +238,14 @@ def write_trial(heartbeat_ms: int, election_ms: int, client_timeout: float
       the first put that succeeds again) and ``in_flight_s``/``in_flight_ok`` for the put
       under way at the death. That put is either lost with the leader (it hangs like the
       probe) or already on a survivor's log, and then the new leader commits it at the
-      election's end: both happen (docs/lab.md)."""
+      election's end: both happen (docs/lab.md);
+    - ``election_s``: when a survivor first reported the new leader (polled every 10 ms
+      beside the writes), so that the in-flight put can be set against it."""
     import threading
 
     e = election_ms / 1000.0
     with etcd_cluster(heartbeat_ms, election_ms) as (members, procs):
-        lead, _term = _leader(members, time.monotonic() + 30 + 4 * e)
+        lead, term = _leader(members, time.monotonic() + 30 + 4 * e)
         survivor = next(m for m in members if m is not lead)
         time.sleep(3 * heartbeat_ms / 1000.0)
         log: list[tuple[float, bool, float, str]] = []
@@ -248,9 +267,14 @@ def write_trial(heartbeat_ms: int, election_ms: int, client_timeout: float
                               daemon=True)
         pt.start()
         deadline = t0 + 5 + 2 * e + 20 * e + client_timeout + 10
+        elected: float | None = None
+        survivors = [m for m in members if m is not lead]
         try:
             while time.monotonic() < deadline:
-                if probe and any(ok and start >= t0 for start, ok, _, _ in log[-3:]):
+                if elected is None and _new_leader(survivors, term) is not None:
+                    elected = time.monotonic() - t0
+                if (elected is not None and probe
+                        and any(ok and start >= t0 for start, ok, _, _ in log[-3:])):
                     break
                 time.sleep(0.01)
         finally:
@@ -260,19 +284,20 @@ def write_trial(heartbeat_ms: int, election_ms: int, client_timeout: float
     after = [(s, ok, took, err) for s, ok, took, err in log if s + took > t0]
     # A put the dead leader committed just before dying does not count as back.
     ok_at = [s + took for s, ok, took, _ in after if ok and (s >= t0 or s + took > t0 + 0.05)]
-    if not ok_at or not probe:
+    if not ok_at or not probe or elected is None:
         raise HasimError("etcd: no put succeeded after the leader was killed")
     first = after[0]
     p_ok, p_took, p_err = probe[0]
     return {"probe_s": p_took, "probe_ok": float(p_ok),
             "server_timeout": float("request timed out" in p_err),
             "writes_back_s": min(ok_at) - t0, "in_flight_s": first[2],
-            "in_flight_ok": float(first[1])}
+            "in_flight_ok": float(first[1]), "election_s": elected}
 
 
-def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0
-               ) -> list[dict[str, Any]]:
-    """The simulator's elections after the first member's etcd crashes, ``trials`` seeds."""
+def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0,
+               pre_vote: bool = False, stop: bool = False) -> list[dict[str, Any]]:
+    """The simulator's elections after the first member's etcd crashes (or is stopped),
+    ``trials`` seeds: ``election_s`` and ``rounds`` (the terms it took)."""
     import hasim
     from hasim.scenario import scenario_from_dict
 
@@ -280,8 +305,9 @@ def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0
     sc = scenario_from_dict({
         "name": "lab-etcd", "cluster": {"rules": "kubespray-2026-01",
                                         "generate": {"masters": 3, "etcd": 3, "nodes": 0}},
-        "etcd": {"heartbeat_interval": f"{heartbeat_ms}ms", "election_timeout": f"{election_ms}ms"},
-        "faults": [{"at": "10s", "target": "master1/etcd", "kind": "crash"}],
+        "etcd": {"heartbeat_interval": f"{heartbeat_ms}ms",
+                 "election_timeout": f"{election_ms}ms", "pre_vote": pre_vote},
+        "faults": [{"at": "10s", "target": "master1/etcd", "kind": "stop" if stop else "crash"}],
         "duration": f"{10 + 8 * e + 5:g}s",
     })
     out = []
@@ -289,20 +315,29 @@ def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0
         r = hasim.simulate(sc, seed=seed + i)
         el = r.elections
         first = el[el["lost_at"] >= 10.0 - 1e-9].sort_values("time").iloc[0]
-        out.append({"election_s": float(first["time"] - first["lost_at"]), "rounds": np.nan})
+        out.append({"election_s": float(first["time"] - first["lost_at"]),
+                    "rounds": int(first["term"]) - 1})  # the initial leader held term 1
     return out
 
 
-def cell(name: str, trials: int, sim_trials_n: int = 200, pre_vote: bool = False
-         ) -> pd.DataFrame:
+def cell(name: str, trials: int, sim_trials_n: int = 200, pre_vote: bool = False,
+         stop: bool = False) -> pd.DataFrame:
     """Real and simulated trials of one setting, in the lab's long format: ``cell``,
     ``source`` (real/sim), ``trial``, ``metric``, ``value``."""
     hb, el = SETTINGS[name]
-    rows = real_rows(f"etcd {name}", trials, lambda: real_trial(hb, el, pre_vote))
-    for i, r in enumerate(sim_trials(hb, el, sim_trials_n)):
-        rows.append({"cell": f"etcd {name}", "source": "sim", "trial": i,
-                     "metric": "election_s", "value": r["election_s"]})
+    label = f"etcd {name}" + (" pre-vote" if pre_vote else "") + (" stop" if stop else "")
+    rows = real_rows(label, trials, lambda: real_trial(hb, el, pre_vote, stop))
+    for i, r in enumerate(sim_trials(hb, el, sim_trials_n, pre_vote=pre_vote, stop=stop)):
+        rows += [{"cell": label, "source": "sim", "trial": i, "metric": k, "value": float(r[k])}
+                 for k in ("election_s", "rounds")]
     return pd.DataFrame(rows)
+
+
+def second_terms(df: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per source, (elections that took more than one term, elections): the share the
+    tick rules predict is H/E at three members without pre-vote (docs/model.md, etcd)."""
+    r = df[df["metric"] == "rounds"]
+    return {src: (int((g["value"] > 1).sum()), len(g)) for src, g in r.groupby("source")}
 
 
 def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int = 200
@@ -341,19 +376,29 @@ CALIBRATION: dict[str, list[tuple[str, tuple[float, ...]]]] = {
 def calibrate(out: str | os.PathLike[str], trials: int, matrix: str = "full"
               ) -> pd.DataFrame:
     """The etcd cells of the calibration (:data:`CALIBRATION`)."""
-    return run_cells(out, trials, CALIBRATION[matrix])
+    return run_cells(out, trials, CALIBRATION[matrix], stop=matrix == "full")
 
 
 def run_cells(out: str | os.PathLike[str], trials: int,
-              cells: Sequence[tuple[str, tuple[float, ...]]], pre_vote: bool = False
-              ) -> pd.DataFrame:
-    """Per setting, the election cell and a write cell per client timeout: judged,
-    printed, and written to ``out/lab-etcd.parquet``."""
+              cells: Sequence[tuple[str, tuple[float, ...]]], pre_vote: bool = False,
+              stop: bool = False) -> pd.DataFrame:
+    """Per setting, the election cell (and with ``stop`` the graceful-stop cell) and a
+    write cell per client timeout: judged, printed, and written to
+    ``out/lab-etcd.parquet``."""
     frames = []
     for name, timeouts in cells:
         df = cell(name, trials, pre_vote=pre_vote)
         frames.append(df)
-        report(f"etcd {name}: leader killed -> new leader", judge(df))
+        report(f"etcd {name}{' pre-vote' if pre_vote else ''}: leader killed -> new leader",
+               judge(df))
+        terms = second_terms(df)
+        print("  in a second term or later: "
+              + ", ".join(f"{src} {k} of {n}" for src, (k, n) in sorted(terms.items())),
+              flush=True)
+        if stop:
+            sdf = cell(name, trials, pre_vote=pre_vote, stop=True)
+            frames.append(sdf)
+            report(f"etcd {name}: leader stopped (SIGTERM) -> new leader", judge(sdf))
         for t in timeouts:
             wdf = write_cell(name, t, trials)
             frames.append(wdf)
@@ -376,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"comma-separated of: {', '.join(SETTINGS)}")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--pre-vote", action="store_true")
+    parser.add_argument("--stop", action="store_true",
+                        help="also a cell per setting whose leader is stopped with SIGTERM")
     parser.add_argument("--writes", metavar="SECONDS,...",
                         help="also the write cells, one per client timeout (e.g. 1,15)")
     parser.add_argument("--out", default="results/lab-etcd")
@@ -384,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command() -> None:
         names = pick("--settings", args.settings, SETTINGS)
         timeouts = tuple(float(x) for x in args.writes.split(",")) if args.writes else ()
-        run_cells(args.out, args.trials, [(n, timeouts) for n in names], args.pre_vote)
+        run_cells(args.out, args.trials, [(n, timeouts) for n in names], args.pre_vote,
+                  args.stop)
 
     return exit_status(command)
 

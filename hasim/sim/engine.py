@@ -252,6 +252,7 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
     for s in starters:
         s.start()
     injector = FaultInjector(env, net, rec, scenario, rng["faults"])
+    injector.on_stop.append(etcd.stopping)
     if vip is not None:
         injector.on_stop.append(vip.stopping)
     injector.start()
@@ -295,7 +296,9 @@ def _structural(scenario: Scenario, g: Any, env: Environment, net: Network, rec:
     for _, d in g.nodes(data=True):
         if not d.get("virtual"):
             net.add_process((d["host"], d["component"]))
-    FaultInjector(env, net, rec, scenario, rng["faults"]).start()
+    injector = FaultInjector(env, net, rec, scenario, rng["faults"])
+    injector.on_stop.append(etcd.stopping)
+    injector.start()
     env.run(until=spec.duration)
     events = events_processed(env)
     table, per_class = structural(g, rec.faults, spec.duration)

@@ -1,13 +1,14 @@
 """etcd: the raft cluster, the v2 proxy of 2016, and what an etcd client can reach.
 
-Raft (MODEL.md §3, etcd ``raft/raft.go``): the leader sends a heartbeat every
-``heartbeat_interval``; a follower that hears nothing for its randomized election timeout
-(drawn in [E, 2E) afresh each term) becomes a candidate, and wins with the votes of a
-majority one round trip later. A leader that cannot reach a majority steps down
-(CheckQuorum). Without a majority of members up and connected there is no leader and no
-write. hasim evaluates this when the network changes rather than simulating every
-heartbeat: a leader loss at ``t`` means the last heartbeat was at ``t - U(0, H)``, and
-each surviving follower times out at that instant plus its own U[E, 2E).
+Raft (docs/model.md, etcd; the rules in :mod:`hasim.sim.raft`): each member ticks every
+``heartbeat_interval`` H on its own ticker; the leader sends a heartbeat on each of its
+ticks; a follower campaigns at the tick where the ticks since it last heard a leader reach
+its randomized timeout, a whole number in [E/H, 2E/H). CheckQuorum's lease makes a follower
+that heard the leader less than E/H ticks ago ignore a vote request, so some elections take
+a second term; ``etcd.pre_vote`` changes that. A leader that cannot reach a majority steps
+down. Without a majority of members up and connected there is no leader and no write.
+hasim evaluates this when the network changes and at each campaign, not at every tick: a
+leader lost at ``t`` sent its last heartbeat at its last tick before ``t``.
 
 The etcd v2 proxy (``proxy/httpproxy``; MODEL.md §2.4) on each ``k8s-cluster`` host that
 is not a member: it tries the available endpoints in order; an endpoint that fails is
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ import numpy as np
 from hasim.scenario import EtcdSpec
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import OK, REFUSED, Network, Proc
+from hasim.sim.raft import RaftMember, RaftTimers, adopt, pre_vote, vote
 from hasim.sim.records import FOLD, Recorder
 
 FAILURE_WAIT = 5.0
@@ -63,7 +66,14 @@ class EtcdCluster:
         self.spec = spec
         self.rng = rng
         self.quorum = len(hosts) // 2 + 1
+        self.timers = RaftTimers(spec.heartbeat_interval, spec.election_timeout, rng)
+        #: Each member's ticker phase, set when it starts (drawn again when it restarts).
+        self.phases: dict[Proc, float] = {m: self.timers.phase() for m in self.members}
+        for m in self.members:
+            net.watch(m, partial(self._on_member_state, m))
         self.leader: Proc | None = self.members[0] if hosts else None
+        #: The follower a gracefully stopped leader hands its leadership to (:meth:`stopping`).
+        self._transferee: Proc | None = None
         self.term = 1
         self.electing = False
         #: Bumped on every change of ``leader`` or ``electing`` (what ``committed`` reads
@@ -138,75 +148,145 @@ class EtcdCluster:
         now = self.env.now
         for fn in self.before_leader_change:
             fn()
+        to, self._transferee = self._transferee, None
         if lead is not None:
             self.rec.state(now, "etcd", lead[0], "raft", "leader", "follower",
-                           "leader lost (down or no quorum)")
+                           "leadership handed over (stop)" if to is not None
+                           else "leader lost (down or no quorum)")
             self.leader = None
         self.electing = True
         self._leader_changed()
-        last_hb = now - float(self.rng.uniform(0, self.spec.heartbeat_interval))
-        self.env.process(self._elect(now, last_hb))
+        if to is not None and self.has_quorum(to):
+            self.env.process(self._hand_over(now, to))
+            return
+        # The leader's last heartbeat went out on its last tick.
+        last_hb = self.timers.last_tick(self.phases[lead], now) if lead is not None else now
+        self.env.process(self._elect(now, last_hb, lead))
 
-    def _elect(self, lost_at: float, last_hb: float) -> Generator[Wait, Any, None]:
-        """Followers time out at ``last_hb + U[E, 2E)``; the first that can gather a
-        majority campaigns and wins one round trip later.
+    def stopping(self, procs: set[Proc]) -> None:
+        """A ``stop`` fault is about to stop ``procs``. etcd's graceful stop (SIGTERM:
+        ``EtcdServer.Stop`` calls ``TransferLeadership`` before ``HardStop``) hands a
+        leader's role to an up-to-date follower first, so the cluster has no election to
+        wait for. The follower must stay up, reach the leader and a majority."""
+        lead = self.leader
+        if lead is None or lead not in procs or self.electing:
+            return
+        net = self.net
+        for m in self.members:
+            if (m != lead and m not in procs and net.is_alive(m)
+                    and net.reachable(lead[0], m[0])
+                    and sum(1 for o in self.members if o not in procs and net.is_alive(o)
+                            and net.reachable(m[0], o[0])) >= self.quorum):
+                self._transferee = m
+                return
 
-        Each member's election timer keeps running from the last heartbeat it heard while
-        the network changes under it (etcd ``raft.go``: ``electionElapsed`` is reset only by
-        a message from a leader or a higher-term candidate, ``randomizedElectionTimeout``
-        only on a term change). So when the would-be winner dies before its timer fires,
-        the next survivor campaigns on its own, already running timer. Before, the model
-        waited for the dead member's timer and then drew fresh timeouts for everyone,
-        which stretched the election to up to 4E after the last heartbeat. A member that
-        campaigns without a majority starts a new term with a new timeout (``becomeCandidate``
-        resets it), so it campaigns again every U[E, 2E); a member that (re)starts draws
-        its first timeout from its boot.
+    def _hand_over(self, at: float, to: Proc) -> Generator[Wait, Any, None]:
+        """The transferee campaigns at once (``MsgTimeoutNow``: a transfer overrides the
+        other followers' lease) and leads when its votes are back."""
+        yield self.env.sleep(2 * self.net.rtt)  # MsgTimeoutNow out, RequestVote and votes
+        if self.has_quorum(to):
+            self._win(to, self.term + 1, at, at)
+        else:  # the network changed under the transfer: an election as after a crash
+            self.env.process(self._elect(at, at, None))
+
+    def _win(self, c: Proc, term: int, lost_at: float, last_hb: float) -> None:
+        for fn in self.before_leader_change:
+            fn()
+        self.term = term
+        self.leader = c
+        self.electing = False
+        self._leader_changed()
+        self.elections.append((self.env.now, c[0], term, lost_at, last_hb,
+                               self.env.now - last_hb))
+        self.rec.state(self.env.now, "etcd", c[0], "raft", "candidate", "leader",
+                       f"won term {term}")
+
+    def _on_member_state(self, m: Proc, up: bool) -> None:
+        if up:  # a (re)started member's ticker starts now
+            self.phases[m] = self.timers.phase()
+
+    def _elect(self, lost_at: float, last_hb: float, old: Proc | None
+               ) -> Generator[Wait, Any, None]:
+        """Campaigns, in order of the members' timers, until one wins a majority.
+
+        At the loss every follower last heard the leader at ``last_hb`` and knows it (the
+        lease applies); the old leader, if alive, steps down knowing no leader. Each live
+        member campaigns when its timer fires (:mod:`hasim.sim.raft`): pre-vote first if
+        ``etcd.pre_vote``, then a vote in a new term; the reachable live members answer
+        by raft's rules, and with a majority the candidate leads one round trip later if
+        it still reaches a majority. A member that (re)starts knows no leader and times
+        out from its boot. Each member's timer keeps running while the network changes
+        under it (``electionElapsed`` is zeroed only by a leader, a granted vote or a new
+        term), so the death of the would-be winner hands the election to the next timer,
+        not to a fresh draw for everyone.
         """
-        env, spec, net = self.env, self.spec, self.net
-        e = spec.election_timeout
-
-        def draw(since: float) -> float:
-            return since + float(self.rng.uniform(e, 2 * e))
-
+        env, net, timers = self.env, self.net, self.timers
+        rtt = net.rtt
+        term = self.term
         # Every member draws its timeout, in member order, so that runs compare.
-        timeouts = {m: draw(last_hb) for m in self.members}
+        st: dict[Proc, RaftMember] = {}
+        for m in self.members:
+            r = RaftMember(self.phases[m], term, term, m != old, last_hb, 0)
+            timers.restart_timer(r, lost_at if m == old else last_hb)
+            st[m] = r
         alive = {m: net.is_alive(m) for m in self.members}
         while True:
             now = env.now
             for m in self.members:
                 up = net.is_alive(m)
-                if up and not alive[m]:
-                    timeouts[m] = draw(now)
-                elif up and timeouts[m] < now:  # campaigned in vain: new term, new timeout
-                    timeouts[m] = self._next_campaign(timeouts[m], now)
+                if up and not alive[m]:  # (re)started: no leader known, timer from boot
+                    r = st[m]
+                    r.phase, r.lead = self.phases[m], False
+                    timers.restart_timer(r, now)
                 alive[m] = up
-            able = [m for m in self.members if self.has_quorum(m)]
-            if not able:
+            live = [m for m in self.members if alive[m]]
+            if not any(self.has_quorum(m) for m in live):
                 yield self._change  # nothing can win until the network changes
+                self._after_no_quorum(st, [m for m in self.members if net.is_alive(m)])
                 continue
-            winner = min(able, key=lambda m: timeouts[m])
-            if timeouts[winner] > now:
-                yield env.timeout(timeouts[winner] - now) | self._change
-                if env.now < timeouts[winner]:
+            c = min(live, key=lambda m: st[m].fire)
+            rc = st[c]
+            if rc.fire > now:
+                yield env.timeout(rc.fire - now) | self._change
+                if env.now < rc.fire:
                     continue  # the network changed first: look again, timers still running
-            yield env.sleep(net.rtt)  # RequestVote out, votes back
-            if self.has_quorum(winner):
-                for fn in self.before_leader_change:
-                    fn()
-                self.term += 1
-                self.leader = winner
-                self.electing = False
-                self._leader_changed()
-                self.elections.append((env.now, winner[0], self.term, lost_at, last_hb,
-                                       env.now - last_hb))
-                self.rec.state(env.now, "etcd", winner[0], "raft", "candidate", "leader",
-                               f"won term {self.term}")
-                return
-            # The candidate lost its majority mid-vote: its RequestVote (a higher term)
-            # reset the timers of the members it reached, and a new term starts.
-            last_hb = env.now
-            timeouts = {m: draw(last_hb) for m in self.members}
+            t = env.now
+            peers = [v for v in live if v != c and net.reachable(c[0], v[0])]
+            if self.spec.pre_vote:
+                grants, higher = pre_vote(timers, rc, [st[v] for v in peers], t)
+                if higher > rc.term:
+                    adopt(timers, rc, higher, t)
+                if grants < self.quorum:
+                    continue
+                yield env.sleep(rtt)  # pre-votes back
+                if not self.has_quorum(c):
+                    continue
+                t = env.now
+                peers = [v for v in self.members
+                         if v != c and net.is_alive(v) and net.reachable(c[0], v[0])]
+            if vote(timers, rc, [st[v] for v in peers], t) < self.quorum:
+                continue
+            yield env.sleep(rtt)  # RequestVote out, votes back
+            if not self.has_quorum(c):
+                continue  # it lost its majority mid-vote; its voters' timers were reset
+            self._win(c, rc.term, lost_at, last_hb)
+            return
 
+    def _after_no_quorum(self, st: dict[Proc, RaftMember], live: list[Proc]) -> None:
+        """After a wait with no majority anywhere: every live member has campaigned in
+        vain on its own timer (terms not followed one by one: they are made equal, and
+        nobody knows a leader); a timer that fired meanwhile moves to its next campaign
+        after now (:meth:`_next_campaign`), on the member's tick."""
+        now = self.env.now
+        top = max(r.term for r in st.values())
+        h = self.timers.h
+        for m in live:
+            r = st[m]
+            r.term = r.voted = top
+            r.lead = False
+            if r.fire < now:
+                nxt = self._next_campaign(r.fire, now)
+                r.fire = r.phase + math.ceil((nxt - r.phase) / h - 1e-9) * h
 
     def _next_campaign(self, since: float, now: float) -> float:
         """The first campaign after ``now`` of a member that has campaigned in vain every

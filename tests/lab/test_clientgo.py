@@ -96,10 +96,20 @@ def test_real_client_go_gives_up_and_comes_back_as_the_model_says(name, keep_cha
     # ALPN through the TCP proxy: the watch is HTTP/2 end to end (real_trial checks the
     # protocol), and the redial lands on a live master.
     assert (real["same_backend"] == 0).all()
-    for metric in ("lost_s", "back_s"):
-        verdict = judge(df, metric)
-        assert verdict["real_n"] + (0 if verdict["all_contended"] else verdict["contended"]) == 4
-        assert verdict["agrees"], (metric, verdict)
+    verdict = judge(df, "lost_s")
+    assert verdict["real_n"] + (0 if verdict["all_contended"] else verdict["contended"]) == 4
+    assert verdict["agrees"], verdict
+    # The new watch: each real trial has one of the model's two outcomes. At once (the
+    # redial goes to a live master), or, behind nginx only, one proxy_connect_timeout
+    # later, when the redial was accepted by the other worker and tried the dead master
+    # first; nginx's error log then holds the "upstream timed out ... while connecting"
+    # line. (Their share, balancers.local.redial_other_worker, is judged on the 20-trial
+    # cells of `make calibrate`: 4 trials cannot place a median of a two-valued mix.)
+    connect = cell.scenario().spec.balancers.local.proxy_connect_timeout
+    for t, r in real.iterrows():
+        raced = cell.lb == "nginx" and r["connect_timeouts"] >= 1
+        expected = connect if raced else 0.0
+        assert abs(r["rewatch_s"] - expected) < 0.3, (t, r["rewatch_s"], r["connect_timeouts"])
 
 
 @pytest.mark.needs_lab

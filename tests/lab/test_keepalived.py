@@ -61,7 +61,11 @@ def test_an_lb_crash_without_a_track_script_never_moves_the_vip():
     for source in ("real", "sim"):
         moved = df[(df["source"] == source) & (df["metric"] == "moved")]["value"]
         assert len(moved) and moved.sum() == 0, source
-    assert lab_ka.during_share(df, "refused") >= 0.9
+    # Nobody answers on the VIP meanwhile: lb1's kernel refuses (RST), as the model says.
+    # Under a loaded host some probes' 1 s connects have run out instead (a fifth of them
+    # once, with 8-20 % of the CPU stolen): refusals are the rule, not every probe.
+    assert lab_ka.during_share(df, ("lb1", "lb2")) == 0.0
+    assert lab_ka.during_share(df, "refused") >= 0.5
 
 
 def test_a_failing_trial_still_removes_everything(monkeypatch):

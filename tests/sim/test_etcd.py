@@ -32,19 +32,40 @@ TIMINGS = {
 }
 
 
-def _min_uniform_cdf(e: float, k: int, shift: float):
-    """CDF of shift + min of k iid U[E, 2E): 1 - (1 - (x - shift - E)/E)^k on [E, 2E)."""
+def tick_rule_elections(h: float, e: float, n: int, pre_vote: bool = False,
+                        seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of (election time from the last heartbeat, terms it took) for 3 members
+    whose leader dies, by etcd 3.4's raft rules as docs/model.md states them, in closed
+    form (not hasim's code):
 
-    def cdf(x: np.ndarray) -> np.ndarray:
-        u = np.clip((np.asarray(x) - shift - e) / e, 0.0, 1.0)
-        return 1.0 - (1.0 - u) ** k
-
-    return cdf
+    - each survivor i fires at X_i = p_i + (R_i - 1) H after the heartbeat: p_i ~ U(0, H)
+      the wait to its ticker's next tick, R_i uniform on {E/H, ..., 2E/H - 1};
+    - the first, c, is ignored by the other, o, iff o is in CheckQuorum's lease, i.e. has
+      ticked fewer than E/H times: R_c = E/H and p_o > p_c. Otherwise c leads a round trip
+      (two with pre-vote) after X_c;
+    - ignored, without pre-vote: o campaigns in the same term at X_o and is refused (c
+      voted for itself); both redraw, and whoever fires next leads: min(X_c + R_c' H,
+      X_o + R_o' H) + RTT, in a second term. With pre-vote: o's pre-vote and vote succeed
+      at X_o + 2 RTT, in one term."""
+    rng = np.random.default_rng(seed)
+    k = int(e / h + 1e-9)
+    p = rng.uniform(0, h, (n, 2))
+    r = rng.integers(k, 2 * k, (n, 2))
+    x = p + (r - 1) * h
+    c = np.argmin(x, axis=1)
+    o = 1 - c
+    rows = np.arange(n)
+    xc, xo = x[rows, c], x[rows, o]
+    ignored = (r[rows, c] == k) & (p[rows, o] > p[rows, c])
+    if pre_vote:
+        return np.where(ignored, xo, xc) + 2 * RTT, np.ones(n)
+    again = np.minimum(xc + rng.integers(k, 2 * k, n) * h, xo + rng.integers(k, 2 * k, n) * h)
+    return np.where(ignored, again, xc) + RTT, np.where(ignored, 2.0, 1.0)
 
 
 @cache
-def _election(hb: float, e: float, members: int, seed: int, second_at: float | None
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _election(hb: float, e: float, members: int, seed: int, second_at: float | None,
+              pre_vote: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Crash the initial leader (etcd1, the first member) at FAULT_AT for good; optionally
     crash etcd2 too at ``second_at``. Returns (elections, etcd state changes)."""
     faults = [{"kind": "crash", "at": f"{FAULT_AT}s", "target": "etcd[0]/etcd"}]
@@ -53,81 +74,117 @@ def _election(hb: float, e: float, members: int, seed: int, second_at: float | N
     sc = scenario_from_dict({
         "name": "etcd-leader-loss",
         "cluster": {"generate": {"masters": 1, "etcd": members, "nodes": 0}},
-        "etcd": {"heartbeat_interval": f"{hb}s", "election_timeout": f"{e}s"},
+        "etcd": {"heartbeat_interval": f"{hb}s", "election_timeout": f"{e}s",
+                 "pre_vote": pre_vote},
         "faults": faults,
-        # every survivor times out by last heartbeat + 2E; a round trip later it leads
-        "duration": f"{FAULT_AT + 2 * e + 0.5}s",
+        # a second term ends by the last heartbeat + 3E; a round trip later it leads
+        "duration": f"{FAULT_AT + 3 * e + 0.5}s",
     })
     res = hasim.simulate(sc, seed=seed)
     st = res.state_changes
     return res.elections, st[st["component"] == "etcd"]
 
 
-def _samples(hb: float, e: float, members: int, n: int, second_at: float | None = None
-             ) -> pd.DataFrame:
+def _samples(hb: float, e: float, members: int, n: int, second_at: float | None = None,
+             pre_vote: bool = False) -> pd.DataFrame:
     rows = []
     for seed in range(n):
-        el, st = _election(hb, e, members, seed, second_at)
+        el, st = _election(hb, e, members, seed, second_at, pre_vote)
         # the initial leader is the first member, and it is the one the fault took
         assert st.iloc[0]["host"] == "etcd1" and st.iloc[0]["to"] == "leader"
         assert len(el) == 1, f"seed {seed}: expected one election, got {len(el)}"
         rows.append(el.iloc[0])
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df["rounds"] = df["term"] - 1  # the initial leader held term 1
+    return df
+
+
+def _binomial_ok(count: int, n: int, p: float) -> bool:
+    """``count`` of ``n`` is inside the two-sided 99.9 % interval of Binomial(n, p)."""
+    lo, hi = stats.binom.ppf([0.0005, 0.9995], n, p)
+    return lo <= count <= hi
 
 
 def _check_leader_loss(hb: float, e: float, members: int, n: int,
-                       second_at: float | None = None) -> float:
-    df = _samples(hb, e, members, n, second_at)
-    survivors = members - 1 - (second_at is not None)
-    # MODEL.md §3: the leader's last heartbeat was at most one heartbeat interval before
-    # it died: last_hb in [t - H, t].
+                       second_at: float | None = None, pre_vote: bool = False) -> None:
+    df = _samples(hb, e, members, n, second_at, pre_vote)
+    # docs/model.md (etcd): the leader's last heartbeat went out on its last tick, at most
+    # one heartbeat interval before it died.
     assert (df["lost_at"] == FAULT_AT).all()
     assert (df["last_heartbeat_at"] <= FAULT_AT + 1e-12).all()
     assert (df["last_heartbeat_at"] >= FAULT_AT - hb - 1e-12).all()
-    # Election from the last heartbeat: min over survivors of U[E, 2E), plus a round trip.
+    # No follower fires before E/H of its ticks, the first of which comes within H of the
+    # heartbeat: every election takes at least E - H (+ a round trip) from it; one that
+    # took one term at most 2E - H.
     el = df["election_s"].to_numpy()
-    assert (el >= e + RTT - 1e-9).all(), el.min()
-    assert (el < 2 * e + RTT + 1e-9).all(), el.max()
-    # ... and from the fault: in [E - H, 2E) + RTT.
-    after_fault = (df["time"] - df["lost_at"]).to_numpy()
-    assert (after_fault >= e - hb + RTT - 1e-9).all()
-    assert (after_fault < 2 * e + RTT + 1e-9).all()
+    trips = 2 if pre_vote else 1
+    assert (el >= e - hb + trips * RTT - 1e-9).all(), el.min()
+    one = df["rounds"] == 1
+    assert (df.loc[one, "election_s"] < 2 * e - hb + trips * RTT + 1e-9).all()
+    assert (el < 3 * e + 2 * RTT).all(), el.max()
     # the winner is a survivor, never the dead leader (nor the second casualty)
     dead = {"etcd1"} | ({"etcd2"} if second_at is not None else set())
     assert not set(df["member"]) & dead
-    # distribution: min of `survivors` iid U[E, 2E), shifted by the round trip
-    p = stats.kstest(el, _min_uniform_cdf(e, survivors, RTT)).pvalue
-    assert p > KS_LEVEL, f"KS p = {p:.4g} (n = {len(el)}, k = {survivors})"
-    return p
+    if pre_vote:  # an ignored pre-vote costs no term
+        assert (df["rounds"] == 1).all()
+    if members == 3 and second_at is None:
+        if not pre_vote:  # second terms: H/E of the elections (the closed form's share)
+            assert _binomial_ok(int((df["rounds"] > 1).sum()), n, hb / e)
+        # distribution: the closed form above, two-sample KS
+        ref, ref_rounds = tick_rule_elections(hb, e, 20000, pre_vote)
+        p = stats.ks_2samp(el, ref).pvalue
+        assert p > KS_LEVEL, f"KS p = {p:.4g} (n = {len(el)})"
+        # the closed form's share of second terms is H/E: P(both drew E/H) + P(one did)/2
+        if not pre_vote:
+            assert abs(float((ref_rounds > 1).mean()) - hb / e) < 0.01
 
 
 @pytest.mark.parametrize("timing", list(TIMINGS))
-def test_election_after_leader_loss_is_min_of_uniforms(timing):
-    """3 members, the leader dies: 2 survivors; new leader after min of 2 U[E, 2E) + RTT
-    from the last heartbeat (etcd defaults: 1.0-2.0 s, MODEL.md §3)."""
+def test_election_after_leader_loss_follows_the_tick_rules(timing):
+    """3 members, the leader dies: 2 survivors, whose whole-tick timeouts, tick phases and
+    CheckQuorum lease give the distribution of ``tick_rule_elections`` (etcd defaults:
+    0.9-1.9 s in one term, a tenth of elections in a second term)."""
     hb, e = TIMINGS[timing]
     _check_leader_loss(hb, e, members=3, n=150)
 
 
-def test_election_min_over_four_survivors():
-    """5 members, the leader dies: min of 4 U[E, 2E); mean E + E/5 (MODEL.md §7)."""
+@pytest.mark.parametrize("timing", ["etcd-defaults", "kubespray-current"])
+def test_pre_vote_elects_in_one_term(timing):
+    """``etcd.pre_vote``: the follower the lease ignored does not lose a term; the other
+    one wins at its own timeout (docs/model.md, etcd)."""
+    hb, e = TIMINGS[timing]
+    _check_leader_loss(hb, e, members=3, n=150, pre_vote=True)
+
+
+def test_second_terms_come_from_the_lease() -> None:
+    """Every second term in a 3-member election is one where the first candidate fired at
+    its minimum tick count E/H (so within [E - H, E) of the heartbeat) and was ignored:
+    its election ends after the other's timeout and a fresh draw, at least 2E - H."""
+    hb, e = TIMINGS["etcd-defaults"]
+    df = _samples(hb, e, 3, 150)
+    multi = df[df["rounds"] > 1]
+    assert not multi.empty  # 15 expected of 150
+    assert (multi["rounds"] == 2).all()
+    assert (multi["election_s"] >= 2 * e - hb + RTT - 1e-9).all()
+
+
+def test_election_with_four_survivors():
+    """5 members, the leader dies: the first of 4 survivors to fire wins unless fewer than
+    two others are out of their lease (it needs 3 votes of 5). The bounds of the 3-member
+    case hold; a second term needs the first candidate to fire at E/H ticks, so it comes
+    at most as often as some survivor draws E/H: 1 - (1 - H/E)^4."""
     hb, e = TIMINGS["etcd-defaults"]
     _check_leader_loss(hb, e, members=5, n=150)
     df = _samples(hb, e, 5, 150)
-    # E[min of k U[E, 2E)] = E + E/(k+1); the sample mean within 4 standard errors
-    # (sd of min of k uniforms = E sqrt(k/((k+1)^2 (k+2)))).
-    k = 4
-    mean = e + e / (k + 1) + RTT
-    se = e * np.sqrt(k / ((k + 1) ** 2 * (k + 2))) / np.sqrt(len(df))
-    assert abs(df["election_s"].mean() - mean) < 4 * se
+    bound = 1 - (1 - hb / e) ** 4
+    assert (df["rounds"] > 1).sum() <= stats.binom.ppf(0.9995, len(df), bound)
 
 
 def test_second_member_dying_before_any_timeout_does_not_delay_the_election():
     """5 members; the leader dies, and another member at t + E/2, before any follower's
-    timer can fire (those fire at last_hb + E >= t - H + E). The other followers' timers
-    keep running (etcd raft: electionElapsed is reset only by a leader's or candidate's
-    message), so the new leader comes after min over the 3 survivors of U[E, 2E) + RTT
-    from the last heartbeat, never later than 2E + RTT."""
+    timer can fire (those fire at last_hb + E - H at the earliest). The other followers'
+    timers keep running (etcd raft: electionElapsed is reset only by a leader's or
+    candidate's message), so the bounds of the 3-member case hold."""
     hb, e = TIMINGS["etcd-defaults"]
     _check_leader_loss(hb, e, members=5, n=150, second_at=FAULT_AT + e / 2)
 
@@ -137,6 +194,31 @@ def test_second_member_dying_before_any_timeout_does_not_delay_the_election():
 def test_election_distribution_many_samples(timing):
     hb, e = TIMINGS[timing]
     _check_leader_loss(hb, e, members=3, n=1500)
+
+
+def _stop(target: str) -> pd.DataFrame:
+    sc = scenario_from_dict({
+        "name": "etcd-stop",
+        "cluster": {"generate": {"masters": 1, "etcd": 3, "nodes": 0}},
+        "faults": [{"kind": "stop", "at": f"{FAULT_AT}s", "target": target}],
+        "duration": f"{FAULT_AT + 3.5}s",
+    })
+    return hasim.simulate(sc, seed=0).elections
+
+
+def test_a_stopped_leader_hands_over_without_an_election():
+    """SIGTERM stops etcd through EtcdServer.Stop, which transfers leadership first
+    (docs/model.md, etcd): the next member leads in the next term two round trips later
+    (MsgTimeoutNow, then its vote), not after an election timeout."""
+    el = _stop("etcd[0]/etcd")
+    assert len(el) == 1
+    row = el.iloc[0]
+    assert row["member"] != "etcd1" and row["term"] == 2
+    assert row["time"] - FAULT_AT == pytest.approx(2 * RTT)
+
+
+def test_a_stopped_follower_changes_no_leader():
+    assert _stop("etcd[1]/etcd").empty
 
 
 # --- no leader without a majority -----------------------------------------------------------
@@ -174,7 +256,8 @@ def test_no_leader_without_majority():
     won = etcd[etcd["to"] == "leader"]
     assert won[(won["time"] > 0) & (won["time"] < DOWN_AT + DOWN_FOR)].empty
     # after the two return, a leader within 2E + RTT: the survivor campaigns again within
-    # U[E, 2E) of its last campaign, the returning members time out U[E, 2E) after boot.
+    # [E, 2E) of its last campaign (whole ticks), the returning members time out within
+    # [E, 2E) of boot and know no leader (no lease), so the first campaign wins.
     back = won[won["time"] >= DOWN_AT + DOWN_FOR]
     assert not back.empty
     assert back["time"].iloc[0] - (DOWN_AT + DOWN_FOR) < 2 * e + RTT + 1e-9
@@ -269,13 +352,14 @@ def test_flannel_single_endpoint_has_no_failover():
 
 def test_multiaccess_apiservers_keep_serving_when_first_member_dies():
     """The apiservers are given all members and fail over themselves: once the election
-    that follows the leader's (master1's) death is over (<= 2E + RTT), the workers' lease
-    writes through master1's apiserver succeed during the member's outage."""
+    that follows the leader's (master1's) death is over (< 3E: a second term at most),
+    the workers' lease writes through master1's apiserver succeed during the member's
+    outage."""
     res = _multiaccess()
     req = res.requests
     el = res.elections
     assert len(el) == 1 and el["lost_at"].iloc[0] == DOWN_AT
-    assert el["time"].iloc[0] - DOWN_AT < 2 * 1.0 + RTT + 1e-9
+    assert el["time"].iloc[0] - DOWN_AT < 3 * 1.0 + 2 * RTT
     leases = req[(req["kind"] == "lease") & req["client"].isin(["node1/kubelet",
                                                                 "node2/kubelet"])]
     during = leases[(leases["start"] > DOWN_AT + 2.0 + RTT)
