@@ -132,7 +132,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for _, d in g.nodes(data=True):
         counts[d["component"]] = counts.get(d["component"], 0) + 1
-    hosts = len({d["host"] for _, d in g.nodes(data=True)})
+    # Virtual nodes (a VIP, the in-cluster Service) are no hosts.
+    hosts = len({d["host"] for _, d in g.nodes(data=True) if not d.get("virtual")})
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"topology of {args.path} ({rules}): {hosts} hosts, {g.number_of_nodes()} components,"
           f" {g.number_of_edges()} connections")

@@ -40,6 +40,12 @@ CLASS_LABELS = {
     "kube-proxy@kube-master": "kube-proxy on a master",
     "flannel@kube-node": "flannel on a worker (etcd)",
     "flannel@kube-master": "flannel on a master (etcd)",
+    "calico-node@kube-node": "calico-node on a worker",
+    "calico-node@kube-master": "calico-node on a master",
+    "kube-flannel@kube-node": "flannel on a worker (apiserver)",
+    "kube-flannel@kube-master": "flannel on a master (apiserver)",
+    "cilium@kube-node": "cilium on a worker",
+    "cilium@kube-master": "cilium on a master",
 }
 
 

@@ -33,8 +33,11 @@ _COLOURS = {
     "controller-manager": "#c6dbef",
     "scheduler": "#c6dbef",
     "flannel": "#fdd0a2",
-    "calico": "#fdd0a2",
+    "calico-node": "#fdd0a2",
+    "kube-flannel": "#fdd0a2",
+    "cilium": "#fdd0a2",
     "lb": "#a1d99b",
+    "service": "#dadaeb",
     "etcd-proxy": "#fdae6b",
     "vip": "#dadaeb",
     "external-lb": "#74c476",
@@ -42,7 +45,7 @@ _COLOURS = {
     "etcd": "#fd8d3c",
 }
 #: Components that make a host a server: such hosts are drawn one by one, never merged.
-SERVER_COMPONENTS = frozenset({"apiserver", "etcd", "external-lb", "vip"})
+SERVER_COMPONENTS = frozenset({"apiserver", "etcd", "external-lb", "vip", "service"})
 _LAYER_NAMES = ("clients", "local proxies", "external LB / VIP", "apiservers", "etcd")
 _COLUMN = 3.2  # data units between two layers
 _VIP_SHIFT = -1.5  # the VIP gets its own column just left of the LB instances
@@ -98,7 +101,14 @@ def summarize(g: nx.DiGraph) -> nx.DiGraph:
     return out
 
 
+def _virtual_hosts(g: nx.DiGraph) -> set[str]:
+    """The pseudo-hosts of virtual nodes (a VIP, the in-cluster Service)."""
+    return {d["host"] for _, d in g.nodes(data=True) if d.get("virtual")}
+
+
 def _label(node: str, d: dict[str, object]) -> str:
+    if d["component"] == "service":  # the in-cluster Service: its ClusterIP URL
+        return f"kubernetes Service\n{d.get('address', '')}"
     count = d.get("count", 1)
     return node if count == 1 else f"{d['host']}\n{d['component']}"
 
@@ -214,7 +224,8 @@ def topology_figure(g: nx.DiGraph, max_hosts: int = 12, title: str = "") -> Figu
         loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False,
     )
     ax.set_title(title or f"{g.graph.get('source', '')} ({g.graph.get('rules', '')}): "
-                 f"{len(hosts)} hosts, {g.number_of_nodes()} components", fontsize=11)
+                 f"{len({h for h in hosts if h not in _virtual_hosts(g)})} hosts, "
+                 f"{g.number_of_nodes()} components", fontsize=11)
     # Fixed margins (title above, legend below) instead of tight_layout, which would cost
     # a full extra rendering; the axes then fill the figure between them.
     fig.subplots_adjust(left=0.005, right=0.995, top=1 - 0.45 / height, bottom=0.4 / height)

@@ -76,6 +76,13 @@ class Endpoints:
     #: The external LB's address (the VIP of the HA doc) and port, when configured.
     external_lb_address: str | None = None
     external_lb_port: int | None = None
+    #: The CNI agent that runs here as an apiserver client (``calico-node``,
+    #: ``kube-flannel``, ``cilium``), and the URL it uses; None where the rule set has none.
+    cni_agent: str | None = None
+    cni_apiserver: str | None = None
+    #: When ``cni_apiserver`` is the in-cluster ``kubernetes`` Service: its endpoints,
+    #: the apiservers' URLs (empty otherwise).
+    service_backends: list[str] = field(default_factory=list)
 
     @property
     def local_balancer(self) -> LocalLB | None:
@@ -277,6 +284,22 @@ def no_warnings(views: Sequence[HostView], eps: Mapping[str, Endpoints]) -> list
 
 
 @dataclass(frozen=True)
+class CniAgent:
+    """A CNI agent that is an apiserver client: its DaemonSet's name and the URL it uses."""
+
+    agent: str
+    url: str
+    #: When ``url`` is the in-cluster ``kubernetes`` Service (``KUBERNETES_SERVICE_HOST``):
+    #: the Service's endpoints, the apiservers at their advertised addresses.
+    service_backends: tuple[str, ...] = ()
+
+
+def no_cni(h: HostView) -> CniAgent | None:
+    # The 2016 layouts' CNI agent is flannel on etcd (``flannel_etcd``).
+    return None
+
+
+@dataclass(frozen=True)
 class RuleSet:
     """An endpoint rule set: variable defaults plus one function per question."""
 
@@ -294,6 +317,8 @@ class RuleSet:
     etcd_hosts: Callable[[Cluster], tuple[Host, ...]] = etcd_group
     #: What the user should know about this inventory under these rules (one line each).
     warnings: Callable[[Sequence[HostView], Mapping[str, Endpoints]], list[str]] = no_warnings
+    #: The CNI agent as an apiserver client: (agent, URL), or None.
+    cni: Callable[[HostView], CniAgent | None] = no_cni
 
 
 RULES: dict[str, RuleSet] = {}
@@ -384,6 +409,7 @@ def _fill(out: dict[str, Endpoints], rule_set: RuleSet, views: Sequence[HostView
         host = view.host
         lb = rule_set.local_lb(view)
         ext = rule_set.external_lb(view)
+        agent = rule_set.cni(view)
         out[host.name] = Endpoints(
             host=host.name,
             roles=[r for r in ROLE_ORDER if r in host.groups]
@@ -400,7 +426,11 @@ def _fill(out: dict[str, Endpoints], rule_set: RuleSet, views: Sequence[HostView
             external_lb_backends=ext[2] if ext else [],
             external_lb_address=ext[0] if ext else None,
             external_lb_port=ext[1] if ext else None,
+            cni_agent=agent.agent if agent else None,
+            cni_apiserver=agent.url if agent else None,
+            service_backends=list(agent.service_backends) if agent else [],
         )
+
 
 
 def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict[str, Endpoints]:

@@ -22,6 +22,9 @@ COMPONENTS = (
     "controller-manager",
     "scheduler",
     "flannel",
+    "calico-node",
+    "kube-flannel",
+    "cilium",
     "lb",
     "keepalived",
 )

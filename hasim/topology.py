@@ -27,14 +27,19 @@ from hasim.errors import ScenarioError
 
 API_CLIENTS = ("kubelet", "kube-proxy")
 MASTER_CLIENTS = ("controller-manager", "scheduler")
+#: Today's CNI agents that watch the apiserver (the rule set's ``cni``).
+CNI_AGENTS = ("calico-node", "kube-flannel", "cilium")
 LAYERS: Mapping[str, int] = {
     "kubelet": 0,
     "kube-proxy": 0,
     "controller-manager": 0,
     "scheduler": 0,
     "flannel": 0,
-    "calico": 0,
+    "calico-node": 0,
+    "kube-flannel": 0,
+    "cilium": 0,
     "lb": 1,
+    "service": 1,
     "etcd-proxy": 1,
     "vip": 2,
     "external-lb": 2,
@@ -43,6 +48,9 @@ LAYERS: Mapping[str, int] = {
 }
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 VIP_NODE = "vip/vip"
+#: The in-cluster ``kubernetes`` Service: every node's kube-proxy rules send a connection to
+#: its ClusterIP to one of its endpoints, the apiservers (hasim.sim.service).
+SERVICE_NODE = "service/kubernetes"
 
 
 def node_id(host: str, component: str) -> str:
@@ -109,6 +117,8 @@ class _Builder:
                         self._add(h.name, c, client_class=c)
             if ep.flannel_etcd:
                 self._add(h.name, "flannel", client_class=_client_class("flannel", h.groups))
+            if ep.cni_agent and ep.cni_apiserver:
+                self._add(h.name, ep.cni_agent, client_class=_client_class(ep.cni_agent, h.groups))
         self._add_external_lb()
         for h in cluster.hosts:
             self._wire(h.name, self.endpoints[h.name])
@@ -195,6 +205,25 @@ class _Builder:
         if ep.flannel_etcd:
             target = self._resolve(host, ep.flannel_etcd, ep, "etcd")
             self._edge(node_id(host, "flannel"), host, ep.flannel_etcd, "etcd", target)
+        if ep.cni_agent and ep.cni_apiserver:
+            agent = node_id(host, ep.cni_agent)
+            if ep.service_backends:
+                self._edge(agent, host, ep.cni_apiserver, "apiserver", self._service(ep))
+            else:
+                target = self._resolve(host, ep.cni_apiserver, ep, "apiserver")
+                self._edge(agent, host, ep.cni_apiserver, "apiserver", target)
+
+    def _service(self, ep: Endpoints) -> str:
+        """The ``kubernetes`` Service's node, added with its endpoints on first use."""
+        if SERVICE_NODE not in self.g:
+            self.g.add_node(SERVICE_NODE, host="service", component="service",
+                            layer=LAYERS["service"], address=ep.cni_apiserver, virtual=True)
+            for url in ep.service_backends:
+                api = self._at(url)
+                self.g.add_edge(SERVICE_NODE, api, purpose="apiserver", url=url,
+                                scheme="https", port=_url(url)[2], tls=True,
+                                crosses_hosts=True)
+        return SERVICE_NODE
 
     def _own_apiserver_url(self, host: str) -> str:
         # Controller-manager and scheduler talk to their own master's apiserver: in 2016 on

@@ -126,16 +126,18 @@ CASES: dict[str, tuple[Path, str | None, str, dict[str, Any], int, int]] = {
                   ["https://10.0.0.11:2379", "https://10.0.0.12:2379", "https://10.0.0.13:2379"],
                   node_lb=_nginx("127.0.0.1:6443", ["10.0.0.11", "10.0.0.12", "10.0.0.13"],
                                  6443)),
-        # No flannel in etcd, no etcd proxy: masters 6 components, nodes kubelet/proxy/lb.
-        6, 3 * 6 + 3 * 3,
+        # No flannel in etcd, no etcd proxy: masters 6 components and calico-node, nodes
+        # kubelet/proxy/lb and calico-node (kube_network_plugin's default, calico).
+        6, 3 * 7 + 3 * 4,
     ),
     "external-lb@2026": (
         SCENARIOS / "external-lb.yaml", "kubespray-2026-01", "kubespray-2026-01",
         # Rule 1 for all hosts; the domain defaults to the LB address, so no /etc/hosts line.
         _expected(GEN_MASTERS, GEN_NODES, "https://10.0.0.100:8383", "https://10.0.0.100:8383",
                   ["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"]),
-        # Nodes: kubelet, kube-proxy; masters: apiserver, etcd, kubelet, kube-proxy, cm, sched.
-        9, 3 * 6 + 5 * 2 + 1,
+        # Nodes: kubelet, kube-proxy; masters: apiserver, etcd, kubelet, kube-proxy, cm, sched;
+        # calico-node on every host, through the in-cluster kubernetes Service (one node).
+        9, 3 * 7 + 5 * 3 + 1 + 1,
     ),
 }
 

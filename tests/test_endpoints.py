@@ -22,6 +22,7 @@ import pytest
 
 import hasim
 from hasim.scenario import scenario_from_dict
+from hasim.topology import SERVICE_NODE, build_topology
 
 EXT_LB = {"address": "10.9.9.9", "port": 8383}
 LB_2016 = "lb-apiserver.kubernetes.local"
@@ -707,3 +708,67 @@ def test_2026_etcd_on_the_control_plane_without_an_etcd_group() -> None:
     g = hasim.build_topology(kubeadm_etcd)
     etcd_hosts = sorted(d["host"] for _, d in g.nodes(data=True) if d["component"] == "etcd")
     assert etcd_hosts == sorted(MASTERS)
+
+
+# --- 6. CNI agents (kubespray-2026-01) ----------------------------------------------------------
+# From kubespray's templates (docs/model.md, "CNI agents"): calico-node reads
+# KUBERNETES_SERVICE_HOST/_PORT from the kubernetes-services-endpoint ConfigMap, which holds
+# kube_apiserver_global_endpoint only `if calico_bpf_enabled or
+# loadbalancer_apiserver_localhost`; flannel's --kube-subnet-mgr keeps the in-cluster
+# Service; cilium gets the global endpoint.
+
+SERVICE = "https://10.233.0.1:443"  # first address of kube_service_addresses 10.233.0.0/18
+#: The Service's endpoints: each apiserver's advertise address, main_ip (``ip``), port 6443.
+ADVERTISED = ["https://10.0.0.1:6443", "https://10.0.0.2:6443", "https://10.0.0.3:6443"]
+
+
+def test_calico_behind_the_localhost_lb_uses_localhost() -> None:
+    eps = evaluate(rules=K26)
+    for h in MASTERS + NODES:
+        assert eps[h].cni_agent == "calico-node", h
+        # the global endpoint has no control-plane exception: localhost on masters too
+        assert eps[h].cni_apiserver == "https://localhost:6443", h
+        assert eps[h].service_backends == [], h
+    g = build_topology(scenario(rules=K26))
+    # localhost:6443 is the local LB on a worker and the apiserver itself on a master
+    assert list(g.successors("node1/calico-node")) == ["node1/lb"]
+    assert list(g.successors("master1/calico-node")) == ["master1/apiserver"]
+    assert g.nodes["node1/calico-node"]["client_class"] == "calico-node@kube-node"
+
+
+def test_calico_behind_an_external_lb_takes_the_kubernetes_service() -> None:
+    eps = evaluate({"loadbalancer_apiserver": EXT_LB}, rules=K26)
+    for h in MASTERS + NODES:
+        assert eps[h].cni_apiserver == SERVICE, h
+        assert eps[h].service_backends == ADVERTISED, h
+    g = build_topology(scenario({"loadbalancer_apiserver": EXT_LB}, rules=K26))
+    assert list(g.successors("node1/calico-node")) == [SERVICE_NODE]
+    assert sorted(g.successors(SERVICE_NODE)) == [f"{m}/apiserver" for m in MASTERS]
+    assert g.nodes[SERVICE_NODE]["virtual"]
+
+
+@pytest.mark.parametrize(("extra", "url"), [
+    ({"calico_bpf_enabled": True}, "https://10.9.9.9:8383"),  # eBPF: the global endpoint
+    ({"kube_service_addresses": "10.96.0.0/12"}, "https://10.96.0.1:443"),
+])
+def test_calico_variants(extra: dict[str, Any], url: str) -> None:
+    eps = evaluate({"loadbalancer_apiserver": EXT_LB, **extra}, rules=K26)
+    assert eps["node1"].cni_apiserver == url
+
+
+def test_other_plugins_and_layouts() -> None:
+    flannel = evaluate({"kube_network_plugin": "flannel"}, rules=K26)
+    assert flannel["node1"].cni_agent == "kube-flannel"
+    assert flannel["node1"].cni_apiserver == SERVICE  # in-cluster config, even with a local LB
+    cilium = evaluate({"kube_network_plugin": "cilium", "loadbalancer_apiserver": EXT_LB},
+                      rules=K26)
+    assert cilium["node1"].cni_apiserver == "https://10.9.9.9:8383"
+    no_lb = evaluate({"loadbalancer_apiserver_localhost": False}, rules=K26)
+    assert no_lb["node1"].cni_apiserver == SERVICE  # the ConfigMap is empty
+    etcd = evaluate({"calico_datastore": "etcd"}, rules=K26)
+    assert etcd["node1"].cni_agent is None  # calico on etcd: not modelled
+    assert evaluate({"kube_network_plugin": "cni"}, rules=K26)["node1"].cni_agent is None
+    # The 2016 layouts' CNI agent is flannel on etcd, not an apiserver client.
+    assert evaluate()["node1"].cni_agent is None
+
+

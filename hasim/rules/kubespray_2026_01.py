@@ -22,11 +22,13 @@ control plane (``etcd_deployment_type: kubeadm``). No ``/etc/hosts`` line is wri
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hasim.cluster import Cluster, Host
 from hasim.endpoints import (
+    CniAgent,
     Endpoints,
     HostView,
     LocalLB,
@@ -50,6 +52,11 @@ DEFAULTS: Mapping[str, Any] = {
     "loadbalancer_apiserver_type": "nginx",
     "ipv4_stack": True,
     # `ipv6_stack: "{{ enable_dual_stack_networks | default(false) }}"`, read in ipv6_stack().
+    # The CNI agent (roles/kubespray_defaults, roles/network_plugin/calico_defaults).
+    "kube_network_plugin": "calico",
+    "calico_datastore": "kdd",
+    "calico_bpf_enabled": False,
+    "kube_service_addresses": "10.233.0.0/18",
 }
 
 #: The group names kubespray's plays address today (roles/dynamic_groups builds
@@ -72,6 +79,15 @@ def main_access_ip(h: HostView) -> str:
     if h.flag("ipv4_stack"):
         return host.access_ip
     return str(host.var("access_ip6") or host.var("ip6") or host.default_address)
+
+
+def main_ip(h: HostView) -> str:
+    """``main_ip``: ``ip`` (IPv4 stack) or ``ip6``, the gathered default otherwise
+    (``ansible_host`` in hasim); the apiserver advertises it (``kube_apiserver_address``)."""
+    host = h.host
+    if h.flag("ipv4_stack"):
+        return host.ip
+    return str(host.var("ip6") or host.default_address)
 
 
 def localhost_lb(h: HostView) -> bool:
@@ -132,6 +148,59 @@ def local_lb(h: HostView) -> LocalLB | None:
     listen = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if ipv6_stack(h) else [])
     servers = apiserver_urls(h, h.port("kube_apiserver_port"), main_access_ip)
     return LocalLB(local_lb_kind(h), listen, servers)
+
+
+def global_endpoint(h: HostView) -> str:
+    """``kube_apiserver_global_endpoint``: the external LB, else localhost's LB port, else
+    the first control-plane host (no local exception for control-plane hosts)."""
+    lb = h.external_lb()
+    if lb is not None:
+        return f"https://{ipwrap(domain(h))}:{lb_port(h, lb)}"
+    if localhost_lb(h):
+        return f"https://localhost:{local_port(h)}"
+    return f"https://{ipwrap(main_access_ip(h.view(h.first_master)))}:{h.port('kube_apiserver_port')}"
+
+
+def kubernetes_service(h: HostView) -> str:
+    """The in-cluster URL a pod gets (``KUBERNETES_SERVICE_HOST``/``_PORT``): the
+    ``kubernetes`` Service, the first address of ``kube_service_addresses``, port 443."""
+    net = ipaddress.ip_network(str(h.var("kube_service_addresses")), strict=False)
+    return f"https://{ipwrap(str(net.network_address + 1))}:443"
+
+
+#: The CNI agent's DaemonSet by ``kube_network_plugin``.
+CNI_AGENTS: Mapping[str, str] = {"calico": "calico-node", "flannel": "kube-flannel",
+                                 "cilium": "cilium"}
+
+
+def cni(h: HostView) -> CniAgent | None:
+    """The CNI agent on the host and the apiserver URL it uses, or None (another plugin,
+    or calico with its etcd datastore, which hasim does not model).
+
+    - calico (``calico-node.yml.j2``): ``envFrom`` the ``kubernetes-services-endpoint``
+      ConfigMap, templated on a control-plane host, which sets ``KUBERNETES_SERVICE_HOST``
+      and ``_PORT`` to ``kube_apiserver_global_endpoint`` only ``if calico_bpf_enabled or
+      loadbalancer_apiserver_localhost``; otherwise (an external LB) the pod keeps the
+      in-cluster ``kubernetes`` Service, whose endpoints are the apiservers themselves.
+    - flannel (``cni-flannel.yml.j2``, ``--kube-subnet-mgr``): in-cluster config, the Service.
+    - cilium (``values.yaml.j2``: ``k8sServiceHost``/``k8sServicePort``): the global
+      endpoint.
+    """
+    if not h.in_k8s:
+        return None
+    agent = CNI_AGENTS.get(str(h.var("kube_network_plugin")))
+    if agent is None:
+        return None
+    cp = h.view(h.first_master)  # the ConfigMap's host
+    if agent == "calico-node" and str(h.var("calico_datastore")) != "kdd":
+        return None
+    if agent == "cilium" or (agent == "calico-node" and (
+            cp.flag("calico_bpf_enabled") or localhost_lb(cp))):
+        return CniAgent(agent, global_endpoint(cp))
+    # The Service's endpoints: each apiserver's advertise address (kubeadm's
+    # advertiseAddress: kube_apiserver_address, the host's main_ip) at kube_apiserver_port.
+    backends = apiserver_urls(h, h.port("kube_apiserver_port"), main_ip)
+    return CniAgent(agent, kubernetes_service(h), tuple(backends))
 
 
 def etcd_hosts(cluster: Cluster) -> tuple[Host, ...]:
@@ -217,5 +286,6 @@ RULE_SET: RuleSet = register(
         external_lb=external_lb,
         etcd_hosts=etcd_hosts,
         warnings=warnings,
+        cni=cni,
     )
 )

@@ -489,3 +489,17 @@ class KubeProxy(Reflector):
     def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
         # kube-proxy runs as a pod: it starts after its kubelet has registered the node.
         super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)), **kwargs)
+
+
+class CniAgent(Reflector):
+    """Today's CNI agent as an apiserver client (calico-node with its Kubernetes datastore,
+    flannel's ``--kube-subnet-mgr``, cilium): a DaemonSet pod that lists and watches the
+    apiserver through client-go, like kube-proxy, on one HTTP/2 connection. Its watches
+    keep the node's pod network up to date; while it is cut off the existing routes keep
+    working and new pods wait."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
+        # A pod, like kube-proxy: it starts after its kubelet has registered the node.
+        super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)), **kwargs)

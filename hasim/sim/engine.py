@@ -22,6 +22,7 @@ from hasim.sim.availability import ETCD_QUORUM, structural
 from hasim.sim.clients import (
     KUBE_PROXY_WATCHES,
     KUBELET_WATCHES,
+    CniAgent,
     DirectDialer,
     Kubelet,
     KubeProxy,
@@ -37,12 +38,13 @@ from hasim.sim.network import Network, Proc
 from hasim.sim.nginx import NginxProxy
 from hasim.sim.records import Recorder
 from hasim.sim.sampling import AggregateChecks, SamplingPlan, plan_sampling
+from hasim.sim.service import KubernetesService
 from hasim.sim.vip import Vip
-from hasim.topology import build_topology
+from hasim.topology import CNI_AGENTS, SERVICE_NODE, build_topology
 
 #: One random stream per purpose; the order is part of the reproducibility contract.
 PURPOSES = ("clients", "faults", "checks", "workers", "control-plane", "clock", "etcd",
-            "leader-election", "vip", "etcd-proxy")
+            "leader-election", "vip", "etcd-proxy", "service", "cni")
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
@@ -185,10 +187,19 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
             # elects a leader, a change the network never announces.
             etcd.on_leader_change.append(vip.changed)
 
+    service = None
+    if SERVICE_NODE in g:
+        endpoints = [_proc(v, g) for v in g.successors(SERVICE_NODE)]
+        service = KubernetesService(env, net, rec, apis, endpoints, rng["service"],
+                                    spec.clients.tcp_syn_timeout)
+        service.start()
+
     def dialer_for(client_node: str) -> Any:
         targets = [v for v in g.successors(client_node)
                    if g.edges[client_node, v]["purpose"] == "apiserver"]
         target = targets[0]
+        if target == SERVICE_NODE:
+            return service
         if g.nodes[target]["component"] == "vip":
             return vip
         if target in balancers:
@@ -212,6 +223,11 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
                 starters += [Reflector(env, net, rec, apis, d["host"], "kubelet",
                                        dialer_for(n), spec.clients, rng=rng["clients"],
                                        offset=k.boot) for _watch in KUBELET_WATCHES]
+        elif comp in CNI_AGENTS:
+            a = CniAgent(env, net, rec, apis, d["host"], comp, dialer_for(n), spec.clients,
+                         rng=rng["cni"])
+            starters.append(a)
+            clients[a.name] = (d["host"], d["client_class"])
         elif comp == "kube-proxy":
             p = KubeProxy(env, net, rec, apis, d["host"], "kube-proxy", dialer_for(n),
                           spec.clients, rng=rng["clients"])
@@ -255,6 +271,8 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
     injector.on_stop.append(etcd.stopping)
     if vip is not None:
         injector.on_stop.append(vip.stopping)
+    if service is not None:
+        injector.on_stop.append(service.stopping)
     injector.start()
     run0 = time.perf_counter()
     env.run(until=spec.duration)
