@@ -105,11 +105,11 @@ def test_real_client_go_gives_up_and_comes_back_as_the_model_says(name, keep_cha
     # first; nginx's error log then holds the "upstream timed out ... while connecting"
     # line. (Their share, balancers.local.redial_other_worker, is judged on the 20-trial
     # cells of `make calibrate`: 4 trials cannot place a median of a two-valued mix.)
-    connect = cell.scenario().spec.balancers.local.proxy_connect_timeout
+    local = cell.scenario().spec.balancers.local
     for t, r in real.iterrows():
         raced = cell.lb == "nginx" and r["connect_timeouts"] >= 1
-        expected = connect if raced else 0.0
-        assert abs(r["rewatch_s"] - expected) < 0.3, (t, r["rewatch_s"], r["connect_timeouts"])
+        connect = local.proxy_connect_timeout if raced else 0.0
+        assert abs(r["rewatch_s"] - connect) < 0.3, (t, r["rewatch_s"], r["connect_timeouts"])
 
 
 @pytest.mark.needs_lab
