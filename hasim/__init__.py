@@ -1,7 +1,7 @@
 """hasim: simulate the high availability of Kubernetes control-plane access.
 
 The pipeline runs one way: scenario -> cluster -> endpoints -> topology graph -> simulated
-components -> plain records -> DataFrames -> plots. The public API (CONTRACT.md):
+components -> plain records -> DataFrames -> plots. The public API (docs/interfaces.md):
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ def pinned_points(g: nx.DiGraph, client: str, paths: dict[str, _Paths] | None = 
     127.0.0.1:2379, its own member): the apiserver stays up and keeps the connection, nginx
     has no health checks and HAProxy keeps established sessions on mark-down (no
     `shutdown-sessions`), so a kubelet pinned there fails its writes for the whole outage
-    (MODEL.md §2.1, §2.2, §3). Returns those components, the client's own single points of
+    (docs/model.md: nginx, HAProxy, etcd). Returns those components, the client's own single points
+    of
     failure excluded, in graph order.
     """
     if g.nodes[client]["component"] == "kube-proxy":

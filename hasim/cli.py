@@ -1,4 +1,5 @@
-"""The ``hasim`` command line (CONTRACT.md). Exit codes: 0 ok, 2 bad input, 1 internal error."""
+"""The ``hasim`` command line (docs/interfaces.md). Exit codes: 0 ok, 2 bad input, 1 internal
+error."""
 
 from __future__ import annotations
 

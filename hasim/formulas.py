@@ -1,7 +1,7 @@
-"""Closed forms of MODEL.md that notebooks draw next to the simulated values.
+"""Closed forms of docs/model.md that notebooks draw next to the simulated values.
 
 Each function reads the knobs of a scenario's resolved spec and returns the window or
-rate MODEL.md gives for it; none runs the simulator.
+rate docs/model.md gives for it; none runs the simulator.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 
 def haproxy_check_duration(spec: Any, rtt: float, blackholed: bool) -> float:
-    """d, the duration of one failing check (MODEL.md §2.2): one round trip when the
+    """d, the duration of one failing check (docs/model.md, HAProxy): one round trip when the
     server refuses; for a blackholed one ``inter`` when ``timeout check`` is unset, else
     min(``timeout connect``, ``inter``)."""
     if not blackholed:
@@ -22,7 +22,7 @@ def haproxy_check_duration(spec: Any, rtt: float, blackholed: bool) -> float:
 
 def haproxy_detection_window(spec: Any, rtt: float, blackholed: bool) -> tuple[float, float]:
     """(earliest, latest) time from a server's death to HAProxy marking it down, from full
-    health (MODEL.md §2.2): ``U(0, inter) + fall*d + (fall-1)*fastinter``."""
+    health (docs/model.md, HAProxy): ``U(0, inter) + fall*d + (fall-1)*fastinter``."""
     d = haproxy_check_duration(spec, rtt, blackholed)
     fi = spec.fastinter or spec.inter
     base = spec.fall * d + (spec.fall - 1) * fi
@@ -31,7 +31,7 @@ def haproxy_detection_window(spec: Any, rtt: float, blackholed: bool) -> tuple[f
 
 def keepalived_takeover_window(advert_int: float, priority: int) -> tuple[float, float]:
     """(earliest, latest) time from the VRRP master's crash to the backup taking the VIP
-    (MODEL.md §2.3): ``3A + skew - U(0, A)``, skew = (256 - priority) / 256."""
+    (docs/model.md, the VIP): ``3A + skew - U(0, A)``, skew = (256 - priority) / 256."""
     skew = (256 - priority) / 256
     return 2 * advert_int + skew, 3 * advert_int + skew
 

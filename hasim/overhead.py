@@ -6,7 +6,7 @@
   scenario that differ only in ``duration`` share their history (same seed), so the
   difference of their counts over the difference of their durations is the rate of the
   window between them, start-up excluded.
-- :func:`expected_check_rate`: MODEL.md §7, active checks per apiserver per second =
+- :func:`expected_check_rate`: docs/model.md, closed forms, active checks per apiserver per second =
   checking LB instances / (``inter`` + d), d the duration of a passing check.
 - :func:`tls_handshake_cost`: the server-side CPU time of one full TLS handshake on this
   machine (an RSA-2048 signature and an X25519 key exchange, through OpenSSL), the part of
@@ -102,7 +102,8 @@ def steady_rates(results: Any, duration_key: str = "duration") -> pd.DataFrame:
 
 
 def expected_check_rate(scenario: Scenario) -> float:
-    """Active checks per apiserver per second, MODEL.md §7: the HAProxy instances that
+    """Active checks per apiserver per second, docs/model.md, closed forms: the HAProxy instances
+    that
     check each apiserver / (``inter`` + d). 0 for nginx (no active checks) and for an
     HAProxy whose servers have no ``check``."""
     from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec

@@ -1,6 +1,6 @@
-"""Scenario files: the YAML schema (CONTRACT.md), validation with clear errors, overrides.
+"""Scenario files: the YAML schema (docs/interfaces.md), validation with clear errors, overrides.
 
-Every knob keeps the name and default of the software it models (MODEL.md), with the
+Every knob keeps the name and default of the software it models (docs/model.md), with the
 source next to it. Unknown keys are errors. Durations take units (``ms``, ``s``, ``m``,
 ``h``, ``d``). A validation error names the file, the line where it can, the field path
 and the problem, and is raised as :class:`hasim.ScenarioError`.
@@ -95,7 +95,7 @@ class ClusterSpec(_Strict):
 
 
 class NginxSpec(_Strict):
-    """nginx ``stream`` proxy, the 2016 local LB (MODEL.md §2.1).
+    """nginx ``stream`` proxy, the 2016 local LB (docs/model.md, nginx).
 
     Defaults: kubespray's ``nginx.conf.j2`` (``least_conn``, ``proxy_connect_timeout 1s``,
     ``proxy_timeout 10m``, 2 workers) over nginx's own (``max_fails=1``,
@@ -125,7 +125,7 @@ class NginxSpec(_Strict):
 
 
 class _HAProxyBase(_Strict):
-    """HAProxy 2.6 in ``mode tcp`` (MODEL.md §2.2); names are haproxy.cfg's with ``_``."""
+    """HAProxy 2.6 in ``mode tcp`` (docs/model.md, HAProxy); names are haproxy.cfg's with ``_``."""
 
     kind: Literal["haproxy"] = "haproxy"
     inter: PositiveDuration = 2.0
@@ -181,7 +181,7 @@ class TrackScriptSpec(_Strict):
 class VipSpec(_Strict):
     """How clients reach the external LB instances: one address, a VRRP VIP or kube-vip.
 
-    keepalived 2.2 defaults (MODEL.md §2.3): ``advert_int 1s``, ``priority 100`` (the
+    keepalived 2.2 defaults (docs/model.md, the VIP): ``advert_int 1s``, ``priority 100`` (the
     first instance is given ``priority`` and each next one 1 less), preempt on, no
     ``vrrp_sync_group`` (``sync_group``), no ``track_script``.
     kube-vip, kubespray defaults: lease 5 s, renew deadline 3 s, retry period 1 s.
@@ -233,7 +233,7 @@ class BalancersSpec(_Strict):
 
 
 class ClientsSpec(_Strict):
-    """client-go behaviour by Kubernetes version (MODEL.md §4).
+    """client-go behaviour by Kubernetes version (docs/model.md, clients).
 
     ``legacy`` (< 1.11): one HTTP/2 connection, no health check, a silently dead
     connection lasts until ``tcp_retries2``. ``closeconns`` (1.11-1.19): as legacy, but the
@@ -290,7 +290,7 @@ class NetworkSpec(_Strict):
     """The LAN: one round trip between any two hosts."""
 
     rtt: PositiveDuration = 0.0005
-    # The kernel's SYN retransmissions (MODEL.md §4): RTOs start at 1 s and double, the
+    # The kernel's SYN retransmissions (docs/model.md, clients): RTOs start at 1 s and double, the
     # first `tcp_syn_linear_timeouts` + 1 of them stay at 1 s (sysctl of Linux >= 6.5,
     # default 4 there; 0 is the classic doubling of older kernels), and a connect gives up
     # after `tcp_syn_retries` retransmissions: 1, 3, 7, 15, 31, 63 s, failure at 127 s.
@@ -311,7 +311,7 @@ FaultKind = Literal["crash", "stop", "poweroff", "partition", "slow", "lb-crash"
 
 
 class FaultSpec(_Strict):
-    """One fault (CONTRACT.md): at a time, for a duration or for good; or random ones.
+    """One fault (docs/interfaces.md): at a time, for a duration or for good; or random ones.
 
     ``crash``: every process of the target dies, its kernel answers RST. ``stop``: the
     same processes stop cleanly (``systemctl stop``): connections close with FIN as in a
@@ -370,7 +370,7 @@ class SamplingSpec(_Strict):
 
 
 class ScenarioSpec(_Strict):
-    """A whole scenario file (CONTRACT.md)."""
+    """A whole scenario file (docs/interfaces.md)."""
 
     name: str = Field(min_length=1)
     description: str = ""

@@ -136,7 +136,8 @@ def test_plaintext_edges_crossing_hosts_are_the_etcd_proxy_links() -> None:
     g = build_topology(load_scenario(ROOT / "scenarios/local-lb.yaml"))
     result = audit(g)
     crossing = {(e.source, e.target) for e in result.plaintext if e.crosses_hosts}
-    # 5 proxies x 3 members, plain http (MODEL.md §1.3); TLS everywhere else between hosts.
+    # 5 proxies x 3 members, plain http (docs/model.md, etcd access); TLS everywhere else between
+    # hosts.
     expected = {(f"node{i}/etcd-proxy", f"{m}/etcd") for i in range(1, 6) for m in MASTERS}
     assert crossing == expected
     assert all(e.url.startswith("http://") for e in result.plaintext)

@@ -1,6 +1,7 @@
 """The ``hasim endpoints`` and ``hasim topology`` commands on every shipped input.
 
-Expected endpoints are written by hand from MODEL.md §1 and the scenario / inventory files:
+Expected endpoints are written by hand from docs/model.md, endpoint rules and the scenario /
+inventory files:
 
 * 2016 table: a master uses ``http://localhost:8080`` (its insecure port) unless an
   external LB is defined; a node uses ``https://localhost:<sp>`` with the local LB,
@@ -227,7 +228,7 @@ def test_topology_audit_names_the_spofs(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_lab_refuses_what_it_cannot_measure(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """`hasim lab` (CONTRACT.md): a scenario without nginx or HAProxy, or no trials, is bad
+    """`hasim lab` (docs/interfaces.md): a scenario without nginx or HAProxy, or no trials, is bad
     input: exit 2, a message naming the file or the option, nothing run."""
     assert main(["lab", str(SCENARIOS / "default-mode.yaml"), "--trials", "1",
                  "--out", str(tmp_path / "lab")]) == 2

@@ -2,11 +2,11 @@
 
 Every expected URL below is written by hand from:
 
-* ``/work/shared/seed/ha-mode-2016.md`` (kubespray ``docs/ha-mode.md``, Oct 2016) and
-  MODEL.md §1.1 (its table: ``http://lc:p``, ``https://lc:sp``, ``https://lb:lp``,
+* ``kubespray's docs/ha-mode.md of October 2016`` (kubespray ``docs/ha-mode.md``, Oct 2016) and
+  docs/model.md, the 2016 doc table (its table: ``http://lc:p``, ``https://lc:sp``, ``https://lb:lp``,
   ``https://m[0].aip:sp``; p=8080, sp=443, lb=``lb-apiserver.kubernetes.local``),
-* MODEL.md §1.2 (kubespray 2026-01, rules 1-4, first match wins, port 6443),
-* MODEL.md §1.3 (etcd access: local proxy ``http://127.0.0.1:2379`` or the member list),
+* docs/model.md, current kubespray (kubespray 2026-01, rules 1-4, first match wins, port 6443),
+* docs/model.md, etcd access (local proxy ``http://127.0.0.1:2379`` or the member list),
 * the design decisions documented in ``hasim/endpoints.py`` (hosts outside
   ``k8s-cluster``, no etcd proxy on an etcd member, local LB only on non-masters, ...).
 

@@ -1,4 +1,4 @@
-"""hasim.formulas against MODEL.md's numbers; hasim.overhead and hasim.compare against
+"""hasim.formulas against docs/model.md's numbers; hasim.overhead and hasim.compare against
 the formulas and the endpoint rules; hasim.report's figure checks."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 RTT = 0.0005
 
 
-# --- MODEL.md §2.2 / §2.3 windows ---------------------------------------------------------
+# --- docs/model.md, HAProxy / the VIP windows -----------------------------------------------------
 
 def test_haproxy_detection_window_at_haproxy_defaults() -> None:
-    """MODEL.md 2.2: 'Defaults: refused 4-6 s, blackholed 10-12 s.'"""
+    """docs/model.md, HAProxy: 'Defaults: refused 4-6 s, blackholed 10-12 s.'"""
     spec = ExternalHAProxySpec(check=True)  # inter 2 s, fall 3, no timeouts: HAProxy's own
     lo, hi = haproxy_detection_window(spec, RTT, blackholed=False)
     assert (lo, hi) == pytest.approx((4.0, 6.0), abs=0.01)
@@ -34,18 +34,18 @@ def test_haproxy_detection_window_at_haproxy_defaults() -> None:
 
 
 def test_haproxy_detection_window_of_kubespray_local_haproxy() -> None:
-    """MODEL.md 2.2: 'KS local haproxy: refused 15-30 s, blackholed roughly 45-60 s.'"""
+    """docs/model.md, HAProxy: 'KS local haproxy: refused 15-30 s, blackholed roughly 45-60 s.'"""
     spec = LocalHAProxySpec()
     assert haproxy_detection_window(spec, RTT, False) == pytest.approx((15.0, 30.0), abs=0.01)
     assert haproxy_detection_window(spec, RTT, True) == pytest.approx((45.0, 60.0))
 
 
 def test_keepalived_takeover_window_at_defaults() -> None:
-    """MODEL.md 2.3: '3A + skew - U(0, A) (2.61-3.61 s at defaults)'."""
+    """docs/model.md, the VIP: '3A + skew - U(0, A) (2.61-3.61 s at defaults)'."""
     assert keepalived_takeover_window(1.0, 100) == pytest.approx((2.61, 3.61), abs=0.005)
 
 
-# --- MODEL.md §7: active check load, exactly ----------------------------------------------
+# --- docs/model.md, closed forms: active check load, exactly --------------------------------------
 
 def test_steady_check_rate_is_the_formula(tmp_path: Path) -> None:
     """Per apiserver: checking instances / (inter + d); 10 local HAProxies at inter 15 s."""
@@ -81,7 +81,8 @@ def test_lb_faults_follow_the_topology(name: str, want: list[tuple[str, str]]) -
 
 
 def test_default_mode_only_the_first_master_matters(tmp_path: Path) -> None:
-    """MODEL.md 1.1, default row: every non-master reaches m[0] only. A crash of master1
+    """docs/model.md, the 2016 doc table, default row: every non-master reaches m[0] only. A crash
+    of master1
     takes every worker NotReady and none of their clients gets back; a crash of master2
     touches no worker."""
     m = fault_matrix({"default": SCENARIOS / "modes" / "default-mode-crash.yaml"},

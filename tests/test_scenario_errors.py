@@ -92,7 +92,7 @@ def test_scenario_inventory_that_does_not_exist(
 ) -> None:
     path = _write(tmp_path, "name: x\ncluster:\n  inventory: ../no-such-inventory\n")
     assert _run(["endpoints", str(path)]) == 2
-    # Relative to the scenario file, as CONTRACT.md says.
+    # Relative to the scenario file, as docs/interfaces.md says.
     _one_error(capsys, str(path), "cluster.inventory", "does not exist",
                str(tmp_path.parent / "no-such-inventory"))
 

@@ -1,4 +1,4 @@
-"""The topology graph and its drawing, against the endpoint rules of MODEL.md §1.
+"""The topology graph and its drawing, against the endpoint rules of docs/model.md, endpoint rules.
 
 Every expected edge is derived by hand from the rules: who a host's URL points at
 (localhost: the host's own LB / etcd proxy / apiserver / etcd member; an address: the host

@@ -1,6 +1,6 @@
 """Real vs simulated, side by side: the long table, the median table, the figure.
 
-The long table (``lab.parquet``, CONTRACT.md) has one row per (source, trial, metric):
+The long table (``lab.parquet``, docs/interfaces.md) has one row per (source, trial, metric):
 ``source`` (``real``/``sim``), ``trial``, ``metric``, ``value``, plus ``scenario`` and
 ``shift`` (the trial's fault shift). The side-by-side table has one row per metric: the
 median of each source, their difference, the relative difference, and whether they agree

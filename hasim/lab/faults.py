@@ -1,4 +1,5 @@
-"""Real faults on the stub apiservers, mapped from the scenario's fault kinds (MODEL.md §5).
+"""Real faults on the stub apiservers, mapped from the scenario's fault kinds (docs/model.md,
+connections and faults).
 
 - ``crash`` (a master, or ``HOST/apiserver``): SIGKILL the stub; its kernel answers RST
   and its connections get FIN/RST. Undone by starting the stub again.

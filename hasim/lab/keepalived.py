@@ -1,6 +1,6 @@
 """The lab's keepalived cells: two real keepalived 2.2 (Debian's ``keepalived``) in front
 of two LB stand-ins, a client dialing their VIP, and the VIP's move after each fault of
-MODEL.md §2.3; beside it the simulator's VIP under the same settings (docs/lab.md,
+docs/model.md, the VIP; beside it the simulator's VIP under the same settings (docs/lab.md,
 "keepalived").
 
 The network is four namespaces the lab creates: a switch (a bridge) and three hosts

@@ -134,7 +134,7 @@ def plan_lab(scenario: Scenario, host: str | None = None, load: LoadSpec | None 
         h = balancer_spec(scenario, d["component"], kind)
         assert not isinstance(h, NginxSpec)
         fi = h.fastinter or h.inter
-        # MODEL.md §2.2: a check of a blackholed server lasts min(inter, timeout connect).
+        # docs/model.md, HAProxy: a check of a blackholed server lasts min(inter, timeout connect).
         check_d = min(h.inter, h.timeout_connect or h.inter) if blackhole else 0.01
         spread = h.inter if h.check else 1.0
         detect = (h.inter + h.fall * check_d + (h.fall - 1) * fi) if h.check else 0.0

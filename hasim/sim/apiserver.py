@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from hasim.sim.model import Model, builds
 from hasim.sim.network import Network, Proc
 
 
@@ -81,3 +83,8 @@ class Apiservers:
         if ok is None:
             ok = self._ok[proc] = self.net.is_alive(proc) and self.etcd_ok(proc)
         return ok
+
+
+@builds("apiserver", stage="servers")
+def _build_apiserver(m: Model, node: str, d: dict[str, Any]) -> None:
+    m.apis.add(d["host"])

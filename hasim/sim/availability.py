@@ -2,7 +2,8 @@
 
 "Structural" availability asks, at every instant, whether a client has a path of live
 components to an apiserver that can serve (its etcd has a leader with quorum), with
-perfect failover: detection delays are ignored. It is what MODEL.md §7's formulas give,
+perfect failover: detection delays are ignored. It is what docs/model.md's closed-form formulas
+give,
 and it needs only the fault timeline, so runs of simulated years take seconds
 (``fidelity: structural``). The request-based ``availability`` table of a full run adds
 the detection and reconnection delays on top.

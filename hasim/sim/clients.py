@@ -1,4 +1,4 @@
-"""API clients: kubelet, kube-proxy and the connection they hold (MODEL.md §4).
+"""API clients: kubelet, kube-proxy and the connection they hold (docs/model.md, clients).
 
 Each client process keeps ONE connection (client-go multiplexes every request of a
 process over one HTTP/2 connection) and dials a new one when it has none. What ends a
@@ -36,6 +36,7 @@ import simpy
 from hasim.scenario import ClientsSpec, KubeletSpec
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.kernel import Environment, Wait
+from hasim.sim.model import Model, builds
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import FOLD, Recorder
 
@@ -503,3 +504,44 @@ class CniAgent(Reflector):
     def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
         # A pod, like kube-proxy: it starts after its kubelet has registered the node.
         super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)), **kwargs)
+
+
+@builds("kubelet", stage="clients")
+def _build_kubelet(m: Model, node: str, d: dict[str, Any]) -> None:
+    if d["host"] in m.skip:
+        return
+    spec, host = m.spec, d["host"]
+    k = Kubelet(m.env, m.net, m.rec, m.apis, host, "kubelet", m.dialer_for(node), spec.clients,
+                kubelet=spec.kubelet, state=m.state, rng=m.rng["clients"])
+    m.starters.append(k)
+    m.nodes.append(host)
+    m.clients[k.name] = (host, d["client_class"])
+    if spec.clients.disable_http2:  # one connection per watch
+        m.starters += [Reflector(m.env, m.net, m.rec, m.apis, host, "kubelet",
+                                 m.dialer_for(node), spec.clients, rng=m.rng["clients"],
+                                 offset=k.boot) for _watch in KUBELET_WATCHES]
+
+
+@builds("kube-proxy", stage="clients")
+def _build_kube_proxy(m: Model, node: str, d: dict[str, Any]) -> None:
+    if d["host"] in m.skip:
+        return
+    spec, host = m.spec, d["host"]
+    p = KubeProxy(m.env, m.net, m.rec, m.apis, host, "kube-proxy", m.dialer_for(node),
+                  spec.clients, rng=m.rng["clients"])
+    m.starters.append(p)
+    m.clients[p.name] = (host, d["client_class"])
+    if spec.clients.disable_http2:
+        m.starters += [Reflector(m.env, m.net, m.rec, m.apis, host, "kube-proxy",
+                                 m.dialer_for(node), spec.clients, rng=m.rng["clients"],
+                                 offset=p.offset) for _watch in KUBE_PROXY_WATCHES[1:]]
+
+
+@builds("calico-node", "kube-flannel", "cilium", stage="clients")
+def _build_cni_agent(m: Model, node: str, d: dict[str, Any]) -> None:
+    if d["host"] in m.skip:
+        return
+    a = CniAgent(m.env, m.net, m.rec, m.apis, d["host"], d["component"], m.dialer_for(node),
+                 m.spec.clients, rng=m.rng["cni"])
+    m.starters.append(a)
+    m.clients[a.name] = (d["host"], d["client_class"])

@@ -10,12 +10,12 @@ down. Without a majority of members up and connected there is no leader and no w
 hasim evaluates this when the network changes and at each campaign, not at every tick: a
 leader lost at ``t`` sent its last heartbeat at its last tick before ``t``.
 
-The etcd v2 proxy (``proxy/httpproxy``; MODEL.md §2.4) on each ``k8s-cluster`` host that
-is not a member: it tries the available endpoints in order; an endpoint that fails is
-skipped for ``failure-wait`` (5 s); every ``refresh-interval`` (30 s) it shuffles the
-endpoints and marks all available; a connect waits at most ``dial-timeout`` (1 s); all
-tried and failed: 502. When the proxy dies, kubespray's unit restarts it after 15 s
-(``RestartSec=15s``).
+The etcd v2 proxy (``proxy/httpproxy``; docs/model.md, the etcd v2 proxy) on each
+``k8s-cluster`` host that is not a member: it tries the available endpoints in order; an
+endpoint that fails is skipped for ``failure-wait`` (5 s); every ``refresh-interval``
+(30 s) it shuffles the endpoints and marks all available; a connect waits at most
+``dial-timeout`` (1 s); all tried and failed: 502. When the proxy dies, kubespray's unit
+restarts it after 15 s (``RestartSec=15s``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from hasim.scenario import EtcdSpec
 from hasim.sim.kernel import Environment, Wait
+from hasim.sim.model import Model, builds
 from hasim.sim.network import OK, REFUSED, Network, Proc
 from hasim.sim.raft import RaftMember, RaftTimers, adopt, pre_vote, vote
 from hasim.sim.records import FOLD, Recorder
@@ -476,3 +477,30 @@ class Flannel:
                 if len(rows) >= FOLD:
                     requests.fold()
             yield env.sleep(self.PERIOD)
+
+
+@builds("etcd", stage="members")
+def _build_member(m: Model, node: str, d: dict[str, Any]) -> None:
+    # The raft group itself is one part (EtcdCluster, built before the nodes); a member
+    # node is its process.
+    m.net.add_process((d["host"], "etcd"))
+
+
+@builds("etcd-proxy", stage="servers")
+def _build_proxy(m: Model, node: str, d: dict[str, Any]) -> None:
+    if d["host"] in m.skip:
+        return
+    m.proxies[node] = EtcdProxy(m.env, m.net, d["host"],
+                                [m.proc(v) for v in m.g.successors(node)], m.etcd,
+                                m.rng["etcd-proxy"])
+
+
+@builds("flannel", stage="etcd-clients")
+def _build_flannel(m: Model, node: str, d: dict[str, Any]) -> None:
+    if d["host"] in m.skip:
+        return
+    proxy, direct = m.etcd_path(node)
+    f = Flannel(m.env, m.net, m.rec, d["host"], m.etcd, proxy, direct[0] if direct else None,
+                m.rng["clients"])
+    m.starters.append(f)
+    m.clients[f.name] = (d["host"], d["client_class"])

@@ -1,4 +1,4 @@
-"""Fault injection (MODEL.md §5, CONTRACT.md fault kinds).
+"""Fault injection (docs/model.md, connections and faults, docs/interfaces.md fault kinds).
 
 ``crash``: every process of the target (or the one named ``HOST/COMPONENT``) dies; the
 host's kernel stays up and answers RST. ``stop``: the same processes stop cleanly

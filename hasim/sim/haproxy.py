@@ -1,4 +1,4 @@
-"""HAProxy 2.6 in ``mode tcp`` in front of the apiservers (MODEL.md §2.2).
+"""HAProxy 2.6 in ``mode tcp`` in front of the apiservers (docs/model.md, HAProxy).
 
 Health checks follow ``src/check.c``: a counter ``health`` from 0 to ``rise+fall-1``,
 starting at ``rise`` ("up, but will fall down at first failure", ``srv_settings_cpy``);
@@ -33,6 +33,7 @@ import simpy
 
 from hasim.scenario import _HAProxyBase
 from hasim.sim.kernel import Environment, Wait
+from hasim.sim.model import Model, builds
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
 
@@ -364,3 +365,26 @@ class HAProxy:
                 yield self.env.sleep(wait)
                 continue
             sess.close("haproxy timeout", self.env.now)
+
+
+@builds("lb:haproxy", "external-lb:haproxy", stage="balancers")
+def _build_haproxy(m: Model, node: str, d: dict[str, Any]) -> None:
+    """A local HAProxy (kubespray's template) or an instance of the external LB."""
+    from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec
+
+    comp, spec = d["component"], m.spec
+    servers = [m.proc(v) for v in m.g.successors(node)]
+    if d["host"] in m.skip:  # a sampled-out node: its checks run in aggregate
+        assert m.agg is not None
+        local = spec.balancers.local if comp == "lb" else spec.balancers.external
+        aspec = local if isinstance(local, LocalHAProxySpec | ExternalHAProxySpec) \
+            else (LocalHAProxySpec() if comp == "lb" else ExternalHAProxySpec())
+        m.agg.add(d["host"], comp, servers, aspec, m.rng["checks"])
+        return
+    if comp == "lb":
+        local = spec.balancers.local
+        hspec: Any = local if isinstance(local, LocalHAProxySpec) else LocalHAProxySpec()
+    else:
+        hspec = spec.balancers.external or ExternalHAProxySpec()
+    m.entries[node] = HAProxy(m.env, m.net, m.rec, d["host"], comp, servers, hspec,
+                              m.rng["checks"], spec.clients.tcp_syn_timeout, m.apis.healthy)

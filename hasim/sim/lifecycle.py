@@ -39,6 +39,7 @@ import numpy as np
 from hasim.scenario import ControllerManagerSpec
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.kernel import Environment, Wait
+from hasim.sim.model import Model, builds
 from hasim.sim.network import Network, Proc
 from hasim.sim.records import Recorder
 
@@ -188,7 +189,7 @@ class ControllerManager:
             # and only its status WRITE (marking Unknown) needs a working apiserver. Before
             # this fix a pass that met no etcd leader was skipped whole, so renewals seen
             # just before the fault got their probeTimestamp one period late and NotReady
-            # came up to 50 s after the fault instead of MODEL.md's 30-45 s. No write can
+            # came up to 50 s after the fault instead of docs/model.md's 30-45 s. No write can
             # commit without an etcd leader, so the shared lease state equals the cache.
             fed = self.net.is_alive(self.proc) and self.net.is_alive(self.api)
             can_mark = fed and self._api_ok()
@@ -207,7 +208,7 @@ class ControllerManager:
                         renewal = True
                     was = ready.get(node, True)
                     # The pass at exactly probe + grace counts: the controller's clock has
-                    # moved on by the pass's own run time (MODEL.md: 30-45 s at 40 s grace).
+                    # moved on by the pass's own run time (docs/model.md: 30-45 s at 40 s grace).
                     if was and can_mark and now >= probe[node] + grace - 1e-9:
                         ready[node] = False
                         self.rec.state(now, "node-lifecycle", node, "Ready", "ready", "not-ready",
@@ -219,3 +220,21 @@ class ControllerManager:
                         self.rec.state(now, "node-lifecycle", node, "Ready", "not-ready", "ready",
                                        "lease renewed")
             yield env.sleep(spec.node_monitor_period)
+
+
+@builds("controller-manager", "scheduler", stage="control-plane")
+def _build_control_plane(m: Model, node: str, d: dict[str, Any]) -> None:
+    """kube-controller-manager (node lifecycle) or kube-scheduler: each elects its leader
+    on its own lease, through its own master's apiserver; the scheduler pauses scheduling,
+    not node lifecycle. The initial leader is the scenario's, else the first master."""
+    cm_spec, host = m.spec.controller_manager, d["host"]
+    initial = cm_spec.initial_leader or next(
+        e["host"] for _, e in m.g.nodes(data=True) if e["component"] == "apiserver")
+    phase = float(m.rng["control-plane"].uniform(0, cm_spec.leader_elect_retry_period))
+    if d["component"] == "controller-manager":
+        c = ControllerManager(m.env, m.net, m.rec, m.apis, m.state, host, cm_spec, m.nodes,
+                              phase=phase, rng=m.rng["leader-election"])
+    else:
+        c = ControllerManager(m.env, m.net, m.rec, m.apis, m.sched_state, host, cm_spec, [],
+                              phase=phase, rng=m.rng["leader-election"], component="scheduler")
+    c.start(leader=host == initial)

@@ -1,4 +1,4 @@
-"""Result tables (CONTRACT.md), built once from the plain records at the end of a run."""
+"""Result tables (docs/interfaces.md), built once from the plain records at the end of a run."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class SimResult:
     #: SimPy event loop alone, what benchmarks/run.py divides the events by) and
     #: ``tables_s``. Machine figures, kept out of ``summary`` so that runs compare.
     timing: dict[str, float] = field(default_factory=dict)
-    #: Extra tables of the model's own events, outside CONTRACT.md's list: etcd raft
+    #: Extra tables of the model's own events, outside docs/interfaces.md's list: etcd raft
     #: elections (``time``, ``member``, ``term``, ``lost_at``, ``last_heartbeat_at``,
     #: ``election_s``) and VIP takeovers (``time``, ``from``, ``to``, ``lost_at``,
     #: ``takeover_s``).
@@ -77,7 +77,7 @@ def _window_ends(faults: list[FaultRecord], duration: float) -> dict[int, float]
     """Each fault's attribution window: from the fault to where the next fault starts, or
     where it heals if that comes first. A failure that starts after the heal is not the
     failover's but the failback's (keepalived's preempt taking the VIP back resets every
-    connection through the VIP, MODEL.md 2.3): counted in, it made a client that never
+    connection through the VIP, docs/model.md, the VIP): counted in, it made a client that never
     failed while the fault held look cut off from the fault to the heal and beyond. It
     still shows in ``availability`` and ``vip_moves``."""
     starts = sorted((f.at, f.fault_id, f.end) for f in faults)
@@ -172,7 +172,7 @@ def _history(req: pd.DataFrame) -> History:
 
 
 def requests_table(rec: Recorder) -> pd.DataFrame:
-    """The ``requests`` table (CONTRACT.md) of ``rec``: one row per request, in the order
+    """The ``requests`` table (docs/interfaces.md) of ``rec``: one row per request, in the order
     recorded. Made from the log's two blocks (:meth:`RequestLog.arrays`) without a copy:
     the texts stay ``object`` (pandas 3 would infer Arrow strings, 3x slower to make),
     the times ``float64``."""

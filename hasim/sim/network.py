@@ -1,4 +1,4 @@
-"""Hosts, processes and TCP connections as a peer sees them (MODEL.md §5).
+"""Hosts, processes and TCP connections as a peer sees them (docs/model.md, connections and faults).
 
 A connect ends three ways: accepted after a round trip; refused after one round trip (the
 process is down but its host's kernel answers RST); or unanswered (host off, blackhole,

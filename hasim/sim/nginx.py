@@ -1,4 +1,4 @@
-"""nginx's ``stream`` proxy as kubespray's local LB uses it (MODEL.md §2.1).
+"""nginx's ``stream`` proxy as kubespray's local LB uses it (docs/model.md, nginx).
 
 The peer choice and failure accounting follow nginx's source line by line
 (``src/stream/ngx_stream_upstream_round_robin.c``, ``..._least_conn_module.c``,
@@ -42,6 +42,7 @@ import numpy as np
 
 from hasim.scenario import NginxSpec
 from hasim.sim.kernel import Environment, Wait
+from hasim.sim.model import Model, builds
 from hasim.sim.network import (
     BLACKHOLE,
     CLIENT_CLOSES,
@@ -321,3 +322,14 @@ class NginxProxy:
 
 
 __all__ = ["NginxPeer", "NginxProxy", "NginxUpstream", "BLACKHOLE"]
+
+
+@builds("lb:nginx", stage="balancers")
+def _build_nginx(m: Model, node: str, d: dict[str, Any]) -> None:
+    if d["host"] in m.skip:
+        return  # a sampled-out node's nginx has no active checks to aggregate
+    local = m.spec.balancers.local
+    nspec = local if isinstance(local, NginxSpec) else NginxSpec()
+    m.entries[node] = NginxProxy(m.env, m.net, m.rec, d["host"],
+                                 [m.proc(v) for v in m.g.successors(node)], nspec,
+                                 m.rng["workers"], m.clock_phase)

@@ -26,6 +26,7 @@ import numpy as np
 
 from hasim.sim.apiserver import Apiservers
 from hasim.sim.kernel import Environment, Wait
+from hasim.sim.model import Model, builds
 from hasim.sim.network import OK, REFUSED, Network, Proc, Session
 from hasim.sim.records import Recorder
 
@@ -98,3 +99,13 @@ class KubernetesService:
         if outcome == REFUSED:
             return REFUSED
         return "timeout"
+
+
+@builds("service", stage="service")
+def _build_service(m: Model, node: str, d: dict[str, Any]) -> None:
+    service = KubernetesService(m.env, m.net, m.rec, m.apis,
+                                [m.proc(v) for v in m.g.successors(node)], m.rng["service"],
+                                m.spec.clients.tcp_syn_timeout)
+    service.start()
+    m.entries[node] = service
+    m.stop_hooks.append(service.stopping)

@@ -1,4 +1,4 @@
-"""Virtual IPs in front of the external LB: keepalived VRRP and kube-vip (MODEL.md §2.3).
+"""Virtual IPs in front of the external LB: keepalived VRRP and kube-vip (docs/model.md, the VIP).
 
 keepalived 2.2, VRRP v2: the MASTER sends an advert every ``advert_int`` (A); a BACKUP of
 priority p declares the master dead ``master_down_interval = 3A + skew`` after the last
@@ -41,6 +41,7 @@ import simpy
 
 from hasim.scenario import VipSpec
 from hasim.sim.kernel import Environment, Wait
+from hasim.sim.model import Model, builds
 from hasim.sim.network import OK, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
 
@@ -383,8 +384,8 @@ class Vip:
 
         While nobody holds the VIP the SYN goes unanswered and the kernel retransmits it
         (``Network.syn_resends``; classic Linux: initial RTO 1 s, doubling,
-        ``tcp_syn_retries`` 6: SYNs at 0, 1, 3, 7, 15, 31, 63 s, failure at 127 s; MODEL.md
-        §4). A retransmitted
+        ``tcp_syn_retries`` 6: SYNs at 0, 1, 3, 7, 15, 31, 63 s, failure at 127 s; docs/model.md,
+        clients). A retransmitted
         SYN that arrives after the VIP moved reaches the new holder and connects; the
         client's own dial or request timeout may end the attempt first (it interrupts
         this process). Before, the dial waited for the client's timeout even when the VIP
@@ -437,3 +438,26 @@ class Vip:
         yield self.env.timeout(at - now)
         if sess.open and sess.unacked_since == since and sess.state() == RESET:
             sess.close("reset", self.env.now)
+
+
+@builds("vip", stage="vip")
+def _build_vip(m: Model, node: str, d: dict[str, Any]) -> None:
+    from hasim.scenario import ExternalHAProxySpec
+    from hasim.sim.clients import DirectDialer
+
+    spec = m.spec
+    behind = list(m.g.successors(node))
+    targets = [m.entries[v] if v in m.entries else
+               DirectDialer(m.env, m.net, m.proc(v), spec.clients.tcp_syn_timeout)
+               for v in behind]
+    vspec = (spec.balancers.external.vip if spec.balancers.external is not None
+             else ExternalHAProxySpec().vip)
+    apis = m.apis
+    vip = Vip(m.env, m.net, m.rec, vspec, [m.g.nodes[v]["host"] for v in behind], targets,
+              m.rng["vip"], renews_ok=lambda h: apis.can_write((h, "apiserver")))
+    if m.etcd.members:
+        # kube-vip renews through the apiserver, so it can renew again when etcd elects a
+        # leader, a change the network never announces.
+        m.etcd.on_leader_change.append(vip.changed)
+    m.entries[node] = m.vip = vip
+    m.stop_hooks.append(vip.stopping)

@@ -17,8 +17,8 @@ A known disagreement is an ``xfail(strict=True)`` whose reason names the model c
 that fixes it: once applied, the cell passes, the strict xfail fails, and the marker
 must go.
 
-Independently of the simulator, the real measurements are checked against MODEL.md's
-closed forms (§2.1, §2.2), so that the lab itself is known to measure what it claims.
+Independently of the simulator, the real measurements are checked against docs/model.md's
+closed forms (nginx, HAProxy), so that the lab itself is known to measure what it claims.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ KNOWN: dict[tuple[str, str], str] = {
     # redispatch, nginx's first idle worker, SYN resends, HAProxy's half-closed slots).
 }
 
-#: MODEL.md §2.2 parameters of the short-timing HAProxy cells (hasim.lab.matrix).
+#: HAProxy parameters (docs/model.md) of the short-timing HAProxy cells (hasim.lab.matrix).
 INTER, FALL, FASTINTER = 1.0, 2, 1.0
 #: Slack for process scheduling, the fault's own timing and a check's few milliseconds.
 EPS = 0.1
@@ -144,7 +144,7 @@ def _real(df: pd.DataFrame, cell: str, metric: str) -> list[float]:
 @pytest.mark.parametrize("cell", ["nginx-short-crash", "nginx-short-blackhole"])
 def test_nginx_sends_no_health_checks(quick_matrix: tuple[object, pd.DataFrame],
                                       cell: str) -> None:
-    """MODEL.md §2.1: nginx OSS has no active checks; the healthy stubs saw no /healthz."""
+    """docs/model.md, nginx: nginx OSS has no active checks; the healthy stubs saw no /healthz."""
     _, df = quick_matrix
     assert _real(df, cell, "check_rate_per_s") == [0.0] * TRIALS
 
@@ -152,7 +152,8 @@ def test_nginx_sends_no_health_checks(quick_matrix: tuple[object, pd.DataFrame],
 @pytest.mark.parametrize("cell", ["haproxy-short-crash", "haproxy-short-blackhole"])
 def test_haproxy_check_rate_is_one_per_inter(quick_matrix: tuple[object, pd.DataFrame],
                                              cell: str) -> None:
-    """MODEL.md §7: a healthy server gets 1 / (inter + d) checks per second, d being a
+    """docs/model.md, closed forms: a healthy server gets 1 / (inter + d) checks per second, d
+    being a
     check's few milliseconds on loopback."""
     _, df = quick_matrix
     for rate in _real(df, cell, "check_rate_per_s"):
@@ -161,7 +162,7 @@ def test_haproxy_check_rate_is_one_per_inter(quick_matrix: tuple[object, pd.Data
 
 def test_haproxy_marks_a_crashed_server_down_within_the_model_window(
         quick_matrix: tuple[object, pd.DataFrame]) -> None:
-    """MODEL.md §2.2: T = U(0, inter) + fall*d + (fall-1)*fastinter, d one round trip."""
+    """docs/model.md, HAProxy: T = U(0, inter) + fall*d + (fall-1)*fastinter, d one round trip."""
     _, df = quick_matrix
     for t in _real(df, "haproxy-short-crash", "detect_s"):
         assert (FALL - 1) * FASTINTER - EPS <= t <= INTER + (FALL - 1) * FASTINTER + EPS
@@ -169,7 +170,8 @@ def test_haproxy_marks_a_crashed_server_down_within_the_model_window(
 
 def test_haproxy_marks_a_blackholed_server_down_within_the_model_window(
         quick_matrix: tuple[object, pd.DataFrame]) -> None:
-    """MODEL.md §2.2: d = min(inter, timeout connect) = inter when `timeout check` is set."""
+    """docs/model.md, HAProxy: d = min(inter, timeout connect) = inter when `timeout check` is
+    set."""
     _, df = quick_matrix
     d = INTER
     lo = FALL * d + (FALL - 1) * FASTINTER
@@ -179,7 +181,7 @@ def test_haproxy_marks_a_blackholed_server_down_within_the_model_window(
 
 def test_nginx_detects_a_blackholed_server_only_after_its_connect_timeout(
         quick_matrix: tuple[object, pd.DataFrame]) -> None:
-    """MODEL.md §2.1: only a failed connect counts, and a blackholed one fails after
+    """docs/model.md, nginx: only a failed connect counts, and a blackholed one fails after
     ``proxy_connect_timeout`` (1 s in kubespray's nginx.conf)."""
     _, df = quick_matrix
     for t in _real(df, "nginx-short-blackhole", "detect_s"):

@@ -1,4 +1,4 @@
-"""``lab.parquet`` and the side-by-side outputs as CONTRACT.md and docs/lab.md describe."""
+"""``lab.parquet`` and the side-by-side outputs as docs/interfaces.md and docs/lab.md describe."""
 
 from __future__ import annotations
 

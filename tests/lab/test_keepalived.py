@@ -3,7 +3,7 @@ by `make test`) holding a VIP in namespaces the lab creates, against the simulat
 
 Acceptance (issue 21): the simulated median of the VIP's move within 15 % (or 0.3 s) of
 the real one (KS p > 0.01 from 20 trials: `make calibrate`), and what a client dialing
-the VIP meets meanwhile as the model says (MODEL.md §2.3). Every namespace and process a
+the VIP meets meanwhile as the model says (docs/model.md, the VIP). Every namespace and process a
 cell starts is gone afterwards, even when a trial fails.
 """
 

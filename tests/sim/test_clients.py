@@ -1,6 +1,7 @@
-"""What clients see of each fault kind (MODEL.md §5), and the client timers of §4.
+"""What clients see of each fault kind (docs/model.md, connections and faults), and the client
+timers (docs/model.md, clients).
 
-Expected values come from MODEL.md (and CONTRACT.md for fault targets), with the formula
+Expected values come from docs/model.md (and docs/interfaces.md for fault targets), with the formula
 in a comment; none is copied from a hasim run.
 """
 
@@ -18,10 +19,10 @@ import hasim
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
-HB_TIMEOUT = 10.0  # kubelet heartbeat request timeout (MODEL.md §4)
+HB_TIMEOUT = 10.0  # kubelet heartbeat request timeout (docs/model.md, clients)
 RENEW_MAX = 10.0 * (1 + 0.04)  # lease renew interval with its 0.04 jitter
 STATUS = 10.0  # node status every 10 s
-PROXY_TIMEOUT = 600.0  # kubespray nginx proxy_timeout 10m (MODEL.md §2.1)
+PROXY_TIMEOUT = 600.0  # kubespray nginx proxy_timeout 10m (docs/model.md, nginx)
 PROXY_CONNECT = 1.0  # kubespray nginx proxy_connect_timeout
 # client-go reflector re-list backoff: 0.8 s initial, jitter 1.0 -> first wait in [0.8, 1.6)
 RELIST_MAX = 0.8 * 2
@@ -211,7 +212,7 @@ def test_dial_to_blackholed_master_times_out_with_the_request():
 def test_legacy_watch_behind_nginx_hangs_until_proxy_timeout():
     """legacy kube-proxy, nginx local LB, its watch on a powered-off master: the server's
     end of the watch never arrives and no client timer runs, so the watch hangs until
-    nginx's proxy_timeout (10 min without a read or write on either side, MODEL.md §2.1)
+    nginx's proxy_timeout (10 min without a read or write on either side, docs/model.md, nginx)
     after the list that preceded it; then it re-lists at once (backoff < 1.6 s, dial
     <= 1 s)."""
     res = run("local-lb.yaml", {"target": "kube-master[1]", "kind": "poweroff"},

@@ -1,4 +1,4 @@
-"""Reproducibility (engine.py docstring, CONTRACT.md ``hasim.simulate(scenario, seed)``):
+"""Reproducibility (engine.py docstring, docs/interfaces.md ``hasim.simulate(scenario, seed)``):
 one seed gives one run, in any process; two seeds give two runs; and two HA modes run
 with one seed see the same faults at the same times (common random numbers)."""
 

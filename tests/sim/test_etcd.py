@@ -1,7 +1,7 @@
-"""etcd raft elections, writes without quorum, the v2 proxy and flannel (MODEL.md §1.3,
-§2.4, §3, §7).
+"""etcd raft elections, writes without quorum, the v2 proxy and flannel (docs/model.md, etcd access,
+the etcd v2 proxy, etcd, closed forms).
 
-Expected values are MODEL.md's formulas, written next to each check; none comes from a
+Expected values are docs/model.md's formulas, written next to each check; none comes from a
 previous hasim run. Samples come from many seeds of a tiny cluster (one master, etcd on
 separate hosts ``etcd1..``), each run losing the etcd leader once.
 """
@@ -24,7 +24,7 @@ FAULT_AT = 1.0
 KS_LEVEL = 0.01  # Kolmogorov-Smirnov test at the 1% level
 
 #: (heartbeat H, election timeout E): etcd defaults; kubespray 2016 (election 10 s; the
-#: heartbeat left at etcd's default); current kubespray (250 ms / 5 s). MODEL.md §3.
+#: heartbeat left at etcd's default); current kubespray (250 ms / 5 s). docs/model.md, etcd.
 TIMINGS = {
     "etcd-defaults": (0.1, 1.0),
     "kubespray-2016": (0.1, 10.0),
@@ -249,7 +249,7 @@ def test_no_leader_without_majority():
     e = 1.0  # etcd default election timeout
     st = res.state_changes
     etcd = st[(st["component"] == "etcd")]
-    # the leader steps down when it loses its majority (CheckQuorum; MODEL.md §3)
+    # the leader steps down when it loses its majority (CheckQuorum; docs/model.md, etcd)
     down = etcd[(etcd["time"] == DOWN_AT) & (etcd["to"] == "follower")]
     assert list(down["host"]) == ["master1"]
     # no member becomes leader while 2 of 3 are down
@@ -283,7 +283,7 @@ def test_writes_fail_without_quorum():
 
 # --- the etcd proxy and flannel --------------------------------------------------------------
 
-PROXY_RESTART = 15.0  # kubespray's etcd-proxy unit: RestartSec=15s (MODEL.md §1.3)
+PROXY_RESTART = 15.0  # kubespray's etcd-proxy unit: RestartSec=15s (docs/model.md, etcd access)
 
 
 def _proxy_crash(seed: int):
@@ -339,7 +339,8 @@ def _multiaccess(seed: int = 0):
 
 def test_flannel_single_endpoint_has_no_failover():
     """etcd_multiaccess: flannel's config writer takes ONE --etcd-server, the first member
-    (master1): its requests fail for the whole outage of that member (MODEL.md §1.3)."""
+    (master1): its requests fail for the whole outage of that member (docs/model.md, etcd
+    access)."""
     req = _multiaccess().requests
     for node in ("node1", "node2"):
         fl = req[req["client"] == f"{node}/flannel"]

@@ -1,7 +1,7 @@
-"""HAProxy against MODEL.md §2.2 and HAProxy's own source (``src/check.c``,
+"""HAProxy against docs/model.md, HAProxy and HAProxy's own source (``src/check.c``,
 ``src/backend.c``, ``include/haproxy/stream.h``).
 
-Every expected value below is a formula of MODEL.md or a consequence of HAProxy's code,
+Every expected value below is a formula of docs/model.md or a consequence of HAProxy's code,
 written next to the assertion; none comes from an earlier hasim run.
 """
 
@@ -31,7 +31,7 @@ D_OK_HTTPCHK = 4 * RTT
 D_OK_SSLHELLO = 3 * RTT
 Z = 4.0  # the sample mean must sit this many standard errors inside the tolerance
 
-#: HAProxy's own defaults (MODEL.md §2.2: inter 2 s, fastinter = downinter = inter,
+#: HAProxy's own defaults (docs/model.md, HAProxy: inter 2 s, fastinter = downinter = inter,
 #: rise 2, fall 3, no ``timeout connect`` nor ``timeout check``).
 HAPROXY_DEFAULTS: dict[str, Any] = {
     "kind": "haproxy",
@@ -169,7 +169,7 @@ def test_interval_choice(spec: dict[str, Any], inter: float, fastinter: float,
 
 
 def _window(lb: dict[str, Any], fault: str) -> tuple[float, float, float, float]:
-    """MODEL.md §2.2: (inter, fall, d, fi) for a fault kind under the given parameters."""
+    """docs/model.md, HAProxy: (inter, fall, d, fi) for a fault kind under the given parameters."""
     spec = LocalHAProxySpec(**{k: v for k, v in lb.items() if k != "kind"})
     inter, fall = spec.inter, spec.fall
     fi = spec.fastinter or inter
@@ -197,7 +197,7 @@ DETECTION_CASES = pytest.mark.parametrize(
 def _check_detection(lb: dict[str, Any], fault: str, target: str,
                      window: tuple[float, float], rel: float, seed: int) -> None:
     inter, fall, d, fi = _window(lb, fault)
-    # T = U(0, inter) + fall*d + (fall-1)*fi   (MODEL.md §2.2)
+    # T = U(0, inter) + fall*d + (fall-1)*fi   (docs/model.md, HAProxy)
     lo = fall * d + (fall - 1) * fi
     hi = inter + lo
     assert window[0] == pytest.approx(lo, abs=0.01) and window[1] == pytest.approx(hi, abs=0.01)
@@ -258,7 +258,8 @@ def test_active_check_rate(lb: dict[str, Any], duration: float) -> None:
     cycle = inter + D_OK_HTTPCHK  # next check is scheduled when the current one ends
     active = checks(res, "active")
     backends = 3
-    # The local LB runs on every non-master host (MODEL.md §1.1): one instance per node.
+    # The local LB runs on every non-master host (docs/model.md, the 2016 doc table): one instance
+    # per node.
     assert active["source"].nunique() == nodes
     assert len(active) == nodes * backends
     # Per instance and backend: first check at phase + inter*pos/n, phase ~ U(0, inter),
@@ -271,7 +272,7 @@ def test_active_check_rate(lb: dict[str, Any], duration: float) -> None:
     expected = nodes * sum((duration - inter / 2 - inter * pos / backends) / cycle + 0.5
                            for pos in range(backends))
     assert active["count"].sum() == pytest.approx(expected, rel=0.01)
-    # MODEL.md §7: (LB instances x backends) / (inter + d) per second, within 1 %.
+    # docs/model.md, closed forms: (LB instances x backends) / (inter + d) per second, within 1 %.
     rate = active["count"].sum() / duration
     assert rate == pytest.approx(nodes * backends / cycle, rel=0.01)
     assert res.summary["active_checks_per_s"] == pytest.approx(rate)

@@ -1,7 +1,7 @@
-"""The incidents of MODEL.md §6 (and the control-loop arithmetic of §4) reproduced by
+"""The incidents of docs/model.md (and the control-loop arithmetic of clients) reproduced by
 ``hasim.simulate``.
 
-Every expected value is derived here from MODEL.md's numbers, with the formula next to
+Every expected value is derived here from docs/model.md's numbers, with the formula next to
 it; nothing is copied from a hasim run. Runs with the same seed in two configurations
 share their random numbers (client phases, fault times), so they can be compared node by
 node.
@@ -21,7 +21,7 @@ import hasim
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
-# --- MODEL.md §4 (kubelet, controller-manager, client-go) ------------------------------------
+# --- docs/model.md, clients (kubelet, controller-manager, client-go) ------------------------------
 GRACE = 40.0  # node-monitor-grace-period, kubespray
 GRACE_UPSTREAM = 50.0  # upstream since v1.32 (k8s #126287)
 MONITOR = 5.0  # node-monitor-period
@@ -36,7 +36,7 @@ LEASE, RETRY = 15.0, 2.0  # controller-manager leader election: lease, retry per
 ACQUIRE_GAP_MAX = RETRY * (1 + 1.2)
 READ_IDLE, PING = 30.0, 15.0  # client-go HTTP/2 health check (k8s #95981)
 TCP_RETRIES2 = 924.0  # a silently dead connection errors after ~924 s (k8s #41185)
-PROXY_CONNECT = 1.0  # kubespray nginx proxy_connect_timeout (MODEL.md §2.1)
+PROXY_CONNECT = 1.0  # kubespray nginx proxy_connect_timeout (docs/model.md, nginx)
 # A few LAN round trips (0.5 ms each) and apiserver service times (2 ms): bookkeeping
 # slack, far below every timer above.
 SMALL = 0.1
@@ -110,7 +110,7 @@ def test_default_mode_m0_crash_notready_with_leader_elsewhere(seed):
 
     Last renewal r in [f - RENEW_MAX, f); the leader sees it at its next pass,
     p in [r, r + MONITOR); NotReady at the first pass at or after p + grace. So
-    NotReady - f in [grace - RENEW_MAX, grace + MONITOR] = [29.6, 45] (MODEL.md: 30-45 s,
+    NotReady - f in [grace - RENEW_MAX, grace + MONITOR] = [29.6, 45] (docs/model.md: 30-45 s,
     the 0.4 s is the lease controller's jitter).
     """
     res = run(DEFAULT, seed, **DEFAULT_OV, **{"controller_manager.initial_leader": "master3"})
@@ -268,7 +268,7 @@ def test_k8s48638_k8s41185_legacy_kubelet_cut_off_for_tcp_retries2():
 def test_ks2150_kubelet_first_backend_is_master1_on_every_node():
     """least_conn ties are broken by smooth weighted round robin from the FIRST server of
     the upstream; each worker starts fresh, so whichever worker accepts it, the node's
-    first connection (the kubelet registering its node) goes to master1 (MODEL.md §2.1)."""
+    first connection (the kubelet registering its node) goes to master1 (docs/model.md, nginx)."""
     for seed in (0, 1):
         res = run(LOCAL, seed, **poweroff_m0("legacy", GRACE))
         hosts = workers(LOCAL, **{"cluster.generate.nodes": N_NODES})

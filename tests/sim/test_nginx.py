@@ -1,8 +1,8 @@
-"""nginx's ``stream`` proxy against MODEL.md §2.1 and nginx's own source
+"""nginx's ``stream`` proxy against docs/model.md, nginx and nginx's own source
 (``src/stream/ngx_stream_upstream_round_robin.c``, ``..._least_conn_module.c``,
 ``ngx_stream_proxy_module.c``).
 
-Every expected value below is a formula of MODEL.md or a consequence of nginx's code,
+Every expected value below is a formula of docs/model.md or a consequence of nginx's code,
 written next to the assertion; none comes from an earlier hasim run.
 """
 
@@ -221,7 +221,7 @@ def test_max_fails_counts_and_zero_disables() -> None:
 
 def test_healthy_cluster_gets_no_health_checks_from_nginx() -> None:
     res = hasim.simulate(local_nginx({}, 10, [NO_OP_FAULT], 600.0), seed=1)
-    # nginx OSS has no active checks (MODEL.md §2.1, KS #2091): nothing but the clients'
+    # nginx OSS has no active checks (docs/model.md, nginx, KS #2091): nothing but the clients'
     # own connections reaches an apiserver; with every server up nothing is re-probed.
     assert rows(res, "active").empty
     assert rows(res, "passive").empty
@@ -287,7 +287,7 @@ def test_reprobe_load_never_exceeds_the_bound(fail_timeout: int) -> None:
     probes = rows(res, "passive", "master1/apiserver").set_index("source")["count"]
     det = res.detections.set_index("host")["detected_at"]
     assert len(probes) > 0
-    # MODEL.md §7: at most workers x nodes / fail_timeout per second.
+    # docs/model.md, closed forms: at most workers x nodes / fail_timeout per second.
     assert probes.sum() / duration <= workers * nodes / fail_timeout
     # Exactly, with the whole-second clock: each worker probes at ngx seconds c_k with
     # c_{k+1} >= c_k + fail_timeout + 1, the first at least that long after its first
@@ -355,7 +355,7 @@ def test_reprobe_load_reaches_the_bound_with_frequent_connections() -> None:
     # seconds (the mean of n real gaps can undercut that by at most 1/n s of rounding).
     assert mean_gap >= ft + 1 - 1 / len(all_gaps) - 1e-9
     assert 1 / mean_gap == pytest.approx(1 / (ft + 1), rel=0.05)
-    # ... and the MODEL.md bound 1/fail_timeout per worker is reached within 5 %.
+    # ... and the docs/model.md bound 1/fail_timeout per worker is reached within 5 %.
     assert 1 / mean_gap >= 0.95 / ft
 
 
@@ -371,7 +371,7 @@ def test_proxy_timeout_3s_multiplies_connection_churn() -> None:
         conn = rows(res, "connection")
         assert conn["source"].nunique() == nodes
         rates[pt] = conn.groupby("source")["count"].sum() / duration
-    # Lower bound per node with proxy_timeout 3 s, from the clients (MODEL.md §4):
+    # Lower bound per node with proxy_timeout 3 s, from the clients (docs/model.md, clients):
     # - kube-proxy lists (a few ms), its watch is idle, nginx closes it 3 s later; the
     #   stream ended (a FIN after more than 1 s), so client-go's reflector opens the next
     #   watch at once on a new connection: one connection per at most 3 + 0.01 s, from its

@@ -1,4 +1,5 @@
-"""The audit and the simulation agree on single points of failure (MODEL.md §1, §2.1, §2.4).
+"""The audit and the simulation agree on single points of failure (docs/model.md: endpoint rules,
+nginx, the etcd v2 proxy).
 
 For each HA mode, every component (each master host, each apiserver, each etcd member, the
 node's local LB and etcd proxy) is crashed for 60 s in a full simulation. For every client
@@ -8,7 +9,8 @@ that records requests (kubelet, kube-proxy, flannel):
   (``hasim.audit.single_points``, the function ``hasim.audit.audit`` aggregates per class),
   every request the client starts during the crash fails;
 - if it does not, every request started once the failover is over succeeds. Failover time
-  (MODEL.md §3, §2.4): an etcd election (at most 2E + RTT after the leader's death, E =
+  (docs/model.md: etcd, the etcd v2 proxy): an etcd election (at most 2E + RTT after the leader's
+  death, E =
   1 s), plus for etcd clients behind the etcd proxy its failure-wait (5 s) and dial
   timeout (1 s), during which it skips the endpoints that failed in the election.
 
@@ -31,7 +33,7 @@ from hasim.scenario import scenario_from_dict
 
 AT, FOR, END = 30.0, 60.0, 100.0
 E, RTT = 1.0, 0.0005  # etcd default election timeout; NetworkSpec default round trip
-FAILURE_WAIT, DIAL_TIMEOUT = 5.0, 1.0  # etcd v2 proxy defaults (MODEL.md §2.4)
+FAILURE_WAIT, DIAL_TIMEOUT = 5.0, 1.0  # etcd v2 proxy defaults (docs/model.md, the etcd v2 proxy)
 FAILOVER = {
     "apiserver": 2 * E + RTT + 0.01,
     "etcd": 2 * E + RTT + FAILURE_WAIT + DIAL_TIMEOUT + 0.01,
@@ -208,7 +210,7 @@ def test_nginx_pins_clients_to_an_apiserver_whose_etcd_died():
     before = kubelets[(kubelets["start"] < AT) & (kubelets["outcome"] == "ok")]
     on_master1 = {c for c, g_ in before.groupby("client")
                   if g_.sort_values("start").iloc[-1]["backend"] == "master1"}
-    assert on_master1  # least_conn's tie-break: each node's first connection (MODEL §2.1)
+    assert on_master1  # least_conn's tie-break: each node's first connection (docs/model.md, nginx)
     for client in sorted(on_master1):
         lease = kubelets[(kubelets["client"] == client) & (kubelets["kind"] == "lease")
                          & (kubelets["start"] >= AT + FAILOVER["apiserver"])

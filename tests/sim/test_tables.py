@@ -1,4 +1,4 @@
-"""The result tables of ``hasim.simulate`` (CONTRACT.md): their columns, the semantics
+"""The result tables of ``hasim.simulate`` (docs/interfaces.md): their columns, the semantics
 of ``failovers`` on hand-made records, and a scale smoke run."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hasim.sim.records import FaultRecord, Recorder
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
-# CONTRACT.md "Python API": the columns of each table, in order.
+# docs/interfaces.md "Python API": the columns of each table, in order.
 COLUMNS = {
     "failovers": ["fault_id", "fault_kind", "target", "fault_at", "client", "host",
                   "first_failure_at", "recovered_at", "latency_s"],
@@ -30,8 +30,8 @@ COLUMNS = {
 }
 # Tables whose contract list ends in "..." (more columns allowed after these).
 OPEN_ENDED = {"requests"}
-# CONTRACT.md: "Add freely". The one documented addition: the nginx worker process whose
-# own failure state marked the backend down (MODEL.md §2.1, no `zone`).
+# docs/interfaces.md: "Add freely". The one documented addition: the nginx worker process whose
+# own failure state marked the backend down (docs/model.md, nginx, no `zone`).
 ADDED = {"detections": ["worker"]}
 OUTCOMES = {"ok", "refused", "timeout", "reset", "error"}
 
@@ -40,7 +40,7 @@ OUTCOMES = {"ok", "refused", "timeout", "reset", "error"}
 def local_lb_crash():
     """scenarios/local-lb.yaml: nginx on every node, m[0] crashes at 60 s for 5 min (7 min
     run). With its 10 min proxy_timeout no node's nginx would ever route a connection to
-    the dead master (least_conn's tie-break sends the redials elsewhere: MODEL.md §2.1), so
+    the dead master (least_conn's tie-break sends the redials elsewhere: docs/model.md, nginx), so
     nothing would be detected; a 5 s proxy_timeout makes connections churn (KS #655)."""
     sc = hasim.load_scenario(SCENARIOS / "local-lb.yaml").with_overrides(
         {"duration": "7m", "balancers.local.proxy_timeout": "5s"})
@@ -167,7 +167,7 @@ def test_failovers_semantics_on_constructed_records():
 
 def test_a_failback_is_not_counted_as_the_failover():
     """scenarios/modes/external-keepalived.yaml: the VIP holder extlb1 crashes at 60 s for
-    5 min; keepalived preempts (MODEL.md 2.3), so the VIP moves to extlb2 and back at the
+    5 min; keepalived preempts (docs/model.md, the VIP), so the VIP moves to extlb2 and back at the
     heal, and the second move resets every connection through the VIP again. Those
     failures are the failback's: no failover row starts after the heal, though clients
     did fail then (in the requests table)."""

@@ -1,7 +1,8 @@
 """The VIP in front of the external LB: keepalived VRRP takeover and preempt, kube-vip
-lease takeover, and what clients' connections see after a move (MODEL.md §2.3, §5, §7).
+lease takeover, and what clients' connections see after a move (docs/model.md: the VIP, connections
+and faults, closed forms).
 
-Expected values come from MODEL.md §2.3 and the modelled software (keepalived 2.2 VRRP v2,
+Expected values come from docs/model.md, the VIP and the modelled software (keepalived 2.2 VRRP v2,
 client-go leader election as kube-vip runs it), with the formula next to each check.
 """
 
@@ -44,8 +45,8 @@ def _keepalived(cycles: int, seed: int = 0, advert_int: float = 1.0, priority: i
 
 
 def _window(a: float, priority: int, i: int) -> tuple[float, float]:
-    """keepalived takeover by instance i (priority p - i) after a MASTER crash (MODEL.md
-    §2.3): 3A + skew - U(0, A), skew = (256 - prio)/256 s: [2A + skew, 3A + skew]."""
+    """keepalived takeover by instance i (priority p - i) after a MASTER crash (docs/model.md,
+    the VIP): 3A + skew - U(0, A), skew = (256 - prio)/256 s: [2A + skew, 3A + skew]."""
     skew = (256 - (priority - i)) / 256
     return 2 * a + skew, 3 * a + skew
 
@@ -68,7 +69,7 @@ def test_vrrp_takeover_window_and_mean(a, priority):
 
 
 def test_vrrp_defaults_window_is_2_61_to_3_61_s():
-    """MODEL.md §2.3 states it in numbers: 2.61-3.61 s at defaults (priority 99 backup)."""
+    """docs/model.md, the VIP states it in numbers: 2.61-3.61 s at defaults (priority 99 backup)."""
     lo, hi = _window(1.0, 100, 1)
     assert round(lo, 2) == 2.61 and round(hi, 2) == 3.61
     x = _keepalived(100).vip_moves
@@ -89,8 +90,8 @@ def test_returning_master_preempts(sync_group):
     """Preempt (keepalived default): the returning priority-100 instance takes the VIP back,
     a second move. keepalived starts it in BACKUP and it discards the lower-priority
     adverts (``vrrp_state_backup``), so it becomes MASTER when its master-down timer runs
-    out: for a plain instance the full 3A + skew (skew of priority 100: 156/256 s; MODEL.md
-    §2.3), only in a sync group the ``state MASTER`` start-up timer A + 1/256 s."""
+    out: for a plain instance the full 3A + skew (skew of priority 100: 156/256 s; docs/model.md,
+    the VIP), only in a sync group the ``state MASTER`` start-up timer A + 1/256 s."""
     n, a = 50, 1.0
     mv = _keepalived(n, sync_group=sync_group).vip_moves
     back = mv[mv["from"] == "extlb2"]
@@ -105,8 +106,8 @@ def test_returning_master_preempts(sync_group):
 
 def test_graceful_stop_moves_the_vip_after_the_backups_skew():
     """``stop`` (SIGTERM): the MASTER sends a priority-0 advert; the backup (priority 99)
-    takes over after its skew, (256 - 99)/256 s, with no advert phase in it (MODEL.md
-    §2.3: 0.61 s)."""
+    takes over after its skew, (256 - 99)/256 s, with no advert phase in it (docs/model.md,
+    the VIP: 0.61 s)."""
     n = 20
     mv = _keepalived(n, kind="stop", target="extlb1/keepalived").vip_moves
     take = mv[mv["from"] == "extlb1"]
@@ -172,7 +173,8 @@ def _dial(env, vip):
 def test_until_the_backups_garp_the_vip_reaches_the_old_node(fault, expect):
     """A keepalived killed with the kernel up leaves the VIP on its interface: until the
     backup's gratuitous ARPs (>= 2.61 s), a client dialing the VIP reaches the old node.
-    Only a power-off (or a cut link) leaves its SYNs unanswered (MODEL.md §2.3, §5)."""
+    Only a power-off (or a cut link) leaves its SYNs unanswered (docs/model.md: the VIP,
+    connections and faults)."""
     env, net, vip = _two_instances()
     env.run(until=1.0)
     if fault == "keepalived":
@@ -207,7 +209,7 @@ def test_track_script_weight_0_moves_the_vip_after_interval_times_fall(interval,
     """HAProxy killed, keepalived alive, ``vrrp_script`` weight 0: the script's ``fall``-th
     failed run puts the MASTER in FAULT (priority-0 advert), the backup takes over its
     skew later. The first failed run comes U(0, interval) after the kill, so the takeover
-    is uniform on [(fall-1) i + skew, fall i + skew] (MODEL.md §2.3)."""
+    is uniform on [(fall-1) i + skew, fall i + skew] (docs/model.md, the VIP)."""
     n = 60  # one kill per seed: the script's phase is drawn per run
     runs = [_keepalived(1, seed=k, kind="lb-crash", target="extlb1",
                         script=(interval, fall, 1, 0)).vip_moves for k in range(n)]
@@ -360,7 +362,7 @@ def test_kube_vip_holder_that_cannot_renew_gives_the_vip_up():
 
 def test_kube_vip_moves_after_the_holder_takes_the_etcd_leader_down():
     """etcd on the masters: master1 holds the VIP, leads etcd, and crashes for good. For
-    the raft election (election timeout E, MODEL.md §3) nobody can renew the lease through
+    the raft election (election timeout E, docs/model.md, etcd) nobody can renew the lease through
     an apiserver; once a leader is elected (an event the network never announces) the
     candidates renew again and one takes the VIP within the kube-vip window after it."""
     sc = hasim.load_scenario("scenarios/incidents/kube-vip.yaml").with_overrides({
@@ -387,7 +389,7 @@ def test_kube_vip_moves_after_the_holder_takes_the_etcd_leader_down():
 def test_a_cut_link_moves_the_vip_and_the_master_reclaims_it_once_heard():
     """extlb1 cut from extlb2: the backup hears no adverts, 3A + skew - U(0, A). extlb1
     kept running as MASTER on its own side; once the cut heals, its next advert (within
-    advert_int) makes the lower-priority extlb2 step back (MODEL.md §2.3)."""
+    advert_int) makes the lower-priority extlb2 step back (docs/model.md, the VIP)."""
     lo, hi = _window(1.0, 100, 1)
     for seed in range(10):
         sc = scenario_from_dict({
@@ -408,7 +410,8 @@ def test_a_cut_link_moves_the_vip_and_the_master_reclaims_it_once_heard():
 
 
 def test_field_reports_of_15_to_40_s_failovers_with_a_10_s_check_script():
-    """MODEL.md §6: keepalived VIP failovers of 15-30 s with a 10 s check script (Platform9
+    """docs/model.md, incidents: keepalived VIP failovers of 15-30 s with a 10 s check script
+    (Platform9
     KB) and 23-40 s (kube-keepalived-vip #78). HAProxy dies on the holder: the script (10 s,
     fall 2, weight 0) moves the VIP U(0, 10) + 10 + 0.61 s after the crash, and the
     workers' clients (behind the VIP) are cut off for a median within the field's 15-40 s
