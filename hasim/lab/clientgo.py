@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from hasim.errors import HasimError, exit_status
-from hasim.lab.judge import judge, pick, real_rows, report
+from hasim.lab.judge import judge, pick, real_rows, report, save_cells
 from hasim.lab.matrix import HAPROXY_SHORT, NGINX_SHORT, lab_scenario
 from hasim.sim.clients import Client
 from hasim.sim.kernel import Environment, Wait
@@ -378,22 +378,20 @@ def run_cells(out: str | os.PathLike[str], trials: int, names: Sequence[str],
         raise HasimError(why)
     binary()
     frames = []
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
     for name in names:
         cell = CELLS[name]
         df = cell_frame(cell, trials, sim_trials_n)
         frames.append(df)
         # Written after every cell: a later cell that fails loses nothing measured.
-        pd.concat(frames, ignore_index=True).to_parquet(path / "lab-clientgo.parquet")
+        both, path = save_cells(frames, out, "lab-clientgo.parquet")
         for metric, what in (("lost_s", "blackholed -> connection given up"),
                              ("back_s", "blackholed -> watch open again")):
             report(f"client-go {name}: {what}", judge(df, metric))
         real = df[(df["source"] == "real") & (df["metric"] == "connect_timeouts")]["value"]
         print(f"client-go {name}: redials that met the dead master first (a connect "
               f"timeout): {int((real > 0).sum())} of {len(real)}", flush=True)
-    both = pd.concat(frames, ignore_index=True)
-    print(f"client-go trials in {path / 'lab-clientgo.parquet'}", flush=True)
+    both, path = save_cells(frames, out, "lab-clientgo.parquet")
+    print(f"client-go trials in {path}", flush=True)
     return both
 
 

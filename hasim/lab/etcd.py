@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from hasim.errors import HasimError, exit_status
-from hasim.lab.judge import judge, pick, real_rows, report
+from hasim.lab.judge import judge, pick, real_rows, report, save_cells
 
 #: name -> (heartbeat ms, election ms): etcd's own defaults, kubespray today
 #: (roles/etcd_defaults: "250", "5000") and kargo of 2016 (election 10000, etcd.j2).
@@ -406,11 +406,8 @@ def run_cells(out: str | os.PathLike[str], trials: int,
                     f"{t:g} s", judge(wdf, "probe_s"))
             report(f"etcd {name}: writes back, client timeout {t:g} s",
                     judge(wdf, "writes_back_s"))
-    both = pd.concat(frames, ignore_index=True)
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    both.to_parquet(path / "lab-etcd.parquet")
-    print(f"etcd trials in {path / 'lab-etcd.parquet'}", flush=True)
+    both, path = save_cells(frames, out, "lab-etcd.parquet")
+    print(f"etcd trials in {path}", flush=True)
     return both
 
 

@@ -3,7 +3,9 @@ contention, the acceptance test of a cell, and its one-line report (issue 21).""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,3 +72,13 @@ def pick(flag: str, text: str, known: Collection[str]) -> list[str]:
     if bad:
         raise HasimError(f"{flag}: unknown {bad[0]!r}; known: {', '.join(known)}")
     return names
+
+
+def save_cells(frames: list[pd.DataFrame], out: str | os.PathLike[str], filename: str
+               ) -> tuple[pd.DataFrame, Path]:
+    """The cells' long tables as one, written to ``out/filename``: the table and the path."""
+    both = pd.concat(frames, ignore_index=True)
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    both.to_parquet(path / filename)
+    return both, path / filename

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from hasim.errors import HasimError, exit_status
-from hasim.lab.judge import judge, pick, real_rows, report
+from hasim.lab.judge import judge, pick, real_rows, report, save_cells
 from hasim.lab.netns import Namespace
 
 SUBNET = "10.231.0"
@@ -441,11 +441,8 @@ def run_cells(out: str | os.PathLike[str], trials: int, names: Sequence[str]) ->
         print(f"keepalived {name}: meanwhile a client met {' or '.join(expected)} in "
               f"{during_share(df, expected):.0%} of its dials (the model: every dial)",
               flush=True)
-    both = pd.concat(frames, ignore_index=True)
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    both.to_parquet(path / "lab-keepalived.parquet")
-    print(f"keepalived trials in {path / 'lab-keepalived.parquet'}", flush=True)
+    both, path = save_cells(frames, out, "lab-keepalived.parquet")
+    print(f"keepalived trials in {path}", flush=True)
     return both
 
 

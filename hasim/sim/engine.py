@@ -120,7 +120,7 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
         "scenario": spec.name,
         "seed": seed,
         "duration_s": spec.duration,
-        "hosts": len({d["host"] for _, d in g.nodes(data=True)}),
+        "hosts": len({d["host"] for _, d in g.nodes(data=True) if not d.get("virtual")}),
         "nodes": len(nodes) + sum(1 for _, d in g.nodes(data=True)
                                   if d["component"] == "kubelet" and d["host"] in skip),
         "events": int(events),
@@ -190,7 +190,7 @@ def _structural(scenario: Scenario, g: Any, env: Environment, net: Network, rec:
         "scenario": spec.name,
         "seed": seed,
         "duration_s": spec.duration,
-        "hosts": len({d["host"] for _, d in g.nodes(data=True)}),
+        "hosts": len({d["host"] for _, d in g.nodes(data=True) if not d.get("virtual")}),
         "nodes": sum(1 for _, d in g.nodes(data=True) if d["component"] == "kubelet"),
         "events": int(events),
         "wall_s": time.perf_counter() - wall0,
