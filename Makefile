@@ -61,7 +61,7 @@ calibrate: $(STAMP) system-deps
 # executed NAME.ipynb and the figures as PNG in figures/NAME/. The lab notebook needs root
 # and the lab's packages (system-deps); without them it is skipped with the reason.
 report: $(STAMP) system-deps
-	$(PY) -m hasim.report --out results/report
+	$(PY) -m hasim.analysis.report --out results/report
 
 # JupyterLab on the notebooks (installs the `notebooks` extra into .venv once; as root,
 # Jupyter wants --allow-root).

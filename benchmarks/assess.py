@@ -4,8 +4,8 @@ Goal (issue 20): at most 3. Both clusters are INI inventories in today's style (
 masters running etcd, N worker nodes), assessed with the same options: every layout,
 ``--faults`` (default ``crash,poweroff``), ``--reps`` replications, tuning on, the
 process executor on all cores, a fresh result directory each time. The 5,000-node
-cluster runs with sampled clients (hasim.assessment.SAMPLED_NODES per class), as assess
-does for any cluster above hasim.assessment.SAMPLE_ABOVE nodes; the 100-node one in full.
+cluster runs with sampled clients (hasim.assessment.assess.SAMPLED_NODES per class), as assess
+does for any cluster above hasim.assessment.assess.SAMPLE_ABOVE nodes; the 100-node one in full.
 Each size runs ``--repeat`` times, interleaved (small, big, small, big...), and the
 ratio is the median big run over the median small run, printed with the range of the
 runs and the load average, since the machine may be shared.

@@ -61,7 +61,7 @@ def timed(executor: str, nodes: int, duration: str, reps: int, jobs: int | None
         "import json, sys, time",
         f"sys.path.insert(0, {str(HERE)!r})",
         "from batch import scenarios",
-        "from hasim.batch import run_batch",
+        "from hasim.batches.batch import run_batch",
         "if __name__ == '__main__':",
         f"    runs = scenarios({nodes}, {duration!r})",
         "    t0 = time.perf_counter()",

@@ -50,9 +50,9 @@ import simpy
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from hasim.scenario import scenario_from_dict  # noqa: E402
 from hasim.sim.engine import simulate  # noqa: E402
 from hasim.sim.kernel import Environment, events_processed  # noqa: E402
+from hasim.spec.scenario import scenario_from_dict  # noqa: E402
 
 #: 10 simulated minutes; the first master crashes at 120 s (the throughput scenario).
 MINUTES = 10.0

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hasim.cluster import Cluster, Host
-from hasim.endpoints import Endpoints, evaluate_endpoints
 from hasim.errors import HasimError, ScenarioError
-from hasim.scenario import Scenario, load_cluster, load_scenario
+from hasim.kubespray.cluster import Cluster, Host
+from hasim.kubespray.endpoints import Endpoints, evaluate_endpoints
+from hasim.spec.scenario import Scenario, load_cluster, load_scenario
 
 __version__ = "0.1.0"
 
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 def build_topology(cluster_or_scenario: Any) -> networkx.DiGraph:
-    """The component graph of a cluster or scenario (see :mod:`hasim.topology`)."""
-    from hasim.topology import build_topology as _build
+    """The component graph of a cluster or scenario (see :mod:`hasim.graph.topology`)."""
+    from hasim.graph.topology import build_topology as _build
 
     return _build(cluster_or_scenario)
 
@@ -36,8 +36,8 @@ def simulate(scenario: Scenario, seed: int | None = None) -> Any:
 def run_batch(paths_or_scenarios: Any, out: Any = None, reps: int | None = None,
               executor: str = "process", scheduler: str | None = None, **options: Any) -> Any:
     """Run scenarios x sweep points x replications into a result directory; returns one
-    row per run as a pandas DataFrame (see :func:`hasim.batch.run_batch`)."""
-    from hasim.batch import run_batch as _run_batch
+    row per run as a pandas DataFrame (see :func:`hasim.batches.batch.run_batch`)."""
+    from hasim.batches.batch import run_batch as _run_batch
 
     return _run_batch(paths_or_scenarios, out=out, reps=reps, executor=executor,  # type: ignore[arg-type]
                       scheduler=scheduler, **options)
@@ -46,15 +46,15 @@ def run_batch(paths_or_scenarios: Any, out: Any = None, reps: int | None = None,
 def assess(path: Any, **options: Any) -> Any:
     """Assess the cluster of an inventory or scenario: every layout kubespray offers under
     the same faults, the verdict and the change to make; returns an
-    :class:`hasim.assessment.Assessment` (see :func:`hasim.assessment.assess`)."""
-    from hasim.assessment import assess as _assess
+    :class:`hasim.assessment.assess.Assessment` (see :func:`hasim.assessment.assess.assess`)."""
+    from hasim.assessment.assess import assess as _assess
 
     return _assess(path, **options)
 
 
 def load_results(directory: Any) -> Any:
-    """A result directory read back: ``.runs`` and each table (see :mod:`hasim.results`)."""
-    from hasim.results import load_results as _load
+    """A result directory read back: ``.runs`` and each table (see :mod:`hasim.batches.results`)."""
+    from hasim.batches.results import load_results as _load
 
     return _load(directory)
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from hasim.errors import HasimError, ScenarioError, exit_status
 
 if TYPE_CHECKING:
-    from hasim.scenario import Scenario
+    from hasim.spec.scenario import Scenario
 
 
 def _cluster_and_rules(path: str, rules: str | None) -> tuple[object, str]:
-    from hasim.endpoints import DEFAULT_RULES, get_rules
-    from hasim.scenario import cluster_from_inventory, load_scenario, looks_like_scenario
+    from hasim.kubespray.endpoints import DEFAULT_RULES, get_rules
+    from hasim.spec.scenario import cluster_from_inventory, load_scenario, looks_like_scenario
 
     p = Path(path)
     if not p.exists():
@@ -36,7 +36,7 @@ def _cluster_and_rules(path: str, rules: str | None) -> tuple[object, str]:
 def cmd_endpoints(args: argparse.Namespace) -> int:
     """Print every host's apiserver and etcd endpoints (or, with --diff, where two rule
     sets disagree); warnings go to stderr and, with --format json, into the document."""
-    from hasim.endpoints import endpoint_warnings, evaluate_endpoints
+    from hasim.kubespray.endpoints import endpoint_warnings, evaluate_endpoints
 
     if args.diff:
         return _endpoints_diff(args)
@@ -77,7 +77,7 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def _endpoints_diff(args: argparse.Namespace) -> int:
     """Only the host/field cells where two rule sets disagree; exit 0 either way."""
-    from hasim.endpoints import diff_endpoints, endpoint_warnings, get_rules
+    from hasim.kubespray.endpoints import diff_endpoints, endpoint_warnings, get_rules
 
     rules_a, rules_b = args.diff
     subject, _ = _cluster_and_rules(args.path, rules_a)
@@ -111,7 +111,7 @@ def _endpoints_diff(args: argparse.Namespace) -> int:
 
 def cmd_assess(args: argparse.Namespace) -> int:
     """Assess an inventory: every layout under the same faults, the verdict, the change."""
-    from hasim.assessment import assess, summary_text
+    from hasim.assessment.assess import assess, summary_text
 
     a = assess(args.path, rules=args.rules, kubernetes_version=args.kubernetes_version,
                faults=args.faults, reps=args.reps, out=args.out, executor=args.executor,
@@ -125,8 +125,8 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
 def cmd_topology(args: argparse.Namespace) -> int:
     """Summarise the topology; audit it and draw it on request."""
-    from hasim.audit import audit, format_audit
-    from hasim.topology import build_topology
+    from hasim.graph.audit import audit, format_audit
+    from hasim.graph.topology import build_topology
 
     subject, rules = _cluster_and_rules(args.path, args.rules)
     g = build_topology(subject, rules)
@@ -143,7 +143,7 @@ def cmd_topology(args: argparse.Namespace) -> int:
         print()
         print(format_audit(audit(g)))
     if args.draw:
-        from hasim.draw import draw_topology
+        from hasim.graph.draw import draw_topology
 
         out = draw_topology(g, args.draw)
         print(f"\ndrawing written to {out}")
@@ -170,8 +170,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _validate_one(path: str) -> Scenario:
-    from hasim.batch import check_scenario
-    from hasim.scenario import load_scenario
+    from hasim.batches.batch import check_scenario
+    from hasim.spec.scenario import load_scenario
 
     s = load_scenario(path)
     check_scenario(s)
@@ -180,7 +180,7 @@ def _validate_one(path: str) -> Scenario:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print (or write) the JSON Schema of scenario files."""
-    from hasim.schema import schema_json
+    from hasim.spec.schema import schema_json
 
     text = schema_json()
     if args.out:
@@ -193,7 +193,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def _no_inventories(paths: Sequence[str]) -> None:
     """An inventory given to ``hasim run`` is a mistake with a known fix: say it."""
-    from hasim.scenario import looks_like_inventory
+    from hasim.spec.scenario import looks_like_inventory
 
     for path in paths:
         p = Path(path)
@@ -207,9 +207,9 @@ def _no_inventories(paths: Sequence[str]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a batch; exit 1 when a run raised (its error is in runs.parquet), else 0."""
-    from hasim.batch import parse_set, plan, run_batch
-    from hasim.results import ResultStore
-    from hasim.summarize import format_summary, write_summary
+    from hasim.batches.batch import parse_set, plan, run_batch
+    from hasim.batches.results import ResultStore
+    from hasim.batches.summarize import format_summary, write_summary
 
     _no_inventories(args.scenarios)
     overrides = parse_set(args.set or [])
@@ -246,14 +246,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _label(point: dict[str, object]) -> str:
-    from hasim.batch import point_label
+    from hasim.batches.batch import point_label
 
     return point_label(point)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Draw the standard figures of a result directory."""
-    from hasim.plots import plot_results
+    from hasim.analysis.plots import plot_results
 
     src = Path(args.directory)
     if not (src / "runs.parquet").exists():
@@ -267,8 +267,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_render_config(args: argparse.Namespace) -> int:
     """Print (or write) the nginx.conf / haproxy.cfg of one host's load balancer."""
-    from hasim.render import render_config
-    from hasim.scenario import load_scenario
+    from hasim.graph.render import render_config
+    from hasim.spec.scenario import load_scenario
 
     try:
         name, text = render_config(load_scenario(args.scenario), args.host)
@@ -290,7 +290,7 @@ def cmd_render_config(args: argparse.Namespace) -> int:
 def cmd_lab(args: argparse.Namespace) -> int:
     """The real nginx/HAProxy of a scenario on loopback vs the simulator (docs/lab.md)."""
     from hasim.lab import run_lab
-    from hasim.scenario import load_scenario
+    from hasim.spec.scenario import load_scenario
 
     if args.trials < 1:
         raise HasimError("--trials must be at least 1")

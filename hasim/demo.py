@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hasim.assessment import assess, summary_text
+from hasim.assessment.assess import assess, summary_text
 from hasim.errors import HasimError, exit_status
 
 INVENTORIES = {"kubespray-2016": "ha-mode-2016", "kubespray-current": "kubespray-2026-01"}

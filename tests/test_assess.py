@@ -24,14 +24,14 @@ import pytest
 import yaml
 
 import hasim
-from hasim.assessment import RUN_DURATION, assess
+from hasim.analysis.compare import NODE_CLASSES, victims
+from hasim.assessment.assess import RUN_DURATION, assess
+from hasim.assessment.layouts import classify
+from hasim.assessment.tuning import knee, pareto
 from hasim.cli import main
-from hasim.compare import NODE_CLASSES, victims
-from hasim.knobs import profile_for, read_knobs
-from hasim.layouts import classify
-from hasim.scenario import cluster_from_inventory
-from hasim.tuning import knee, pareto
-from hasim.units import parse_duration
+from hasim.kubespray.knobs import profile_for, read_knobs
+from hasim.spec.scenario import cluster_from_inventory
+from hasim.spec.units import parse_duration
 
 WINDOW = parse_duration(RUN_DURATION) - 60.0  # the faults come at 60 s
 NODES = ("node1", "node2", "node3")
@@ -282,7 +282,7 @@ def test_one_master_gets_the_truth(tmp_path: Path) -> None:
     ("v1.4.3", "legacy"), ("1.10", "legacy"), ("1.11", "closeconns"), ("v1.19.16", "closeconns"),
     ("1.20", "modern"), ("v1.33.1", "modern")])
 def test_profiles_by_version(version: str, profile: str) -> None:
-    from hasim.knobs import parse_version
+    from hasim.kubespray.knobs import parse_version
 
     assert profile_for(parse_version(version, "x", "kube_version")) == profile
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from hasim.audit import Audit, ClassAudit, audit, format_audit, single_points
-from hasim.cluster import generate_cluster
-from hasim.scenario import load_scenario, scenario_from_dict
-from hasim.topology import build_topology
+from hasim.graph.audit import Audit, ClassAudit, audit, format_audit, single_points
+from hasim.graph.topology import build_topology
+from hasim.kubespray.cluster import generate_cluster
+from hasim.spec.scenario import load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTERS = ["master1", "master2", "master3"]
@@ -216,7 +216,7 @@ def test_chain_of_proxies_both_algorithms(cyclic: bool) -> None:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
 def test_memoised_paths_agree_with_dominators(path: Path) -> None:
-    from hasim.audit import _Paths
+    from hasim.graph.audit import _Paths
 
     g = build_topology(load_scenario(path))
     for purpose in ("apiserver", "etcd"):

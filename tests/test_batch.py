@@ -1,8 +1,8 @@
-"""Batches (hasim.batch): the runs a batch makes, their seeds, the executors, failures,
+"""Batches (hasim.batches.batch): the runs a batch makes, their seeds, the executors, failures,
 and resuming after a kill.
 
 What is proved:
-- seeds follow hasim.seeds' rule (SeedSequence(base).spawn(r+1)[r]) and are shared by
+- seeds follow hasim.batches.seeds' rule (SeedSequence(base).spawn(r+1)[r]) and are shared by
   every HA mode and sweep point of one replication (common random numbers);
 - serial, process and Dask executors give identical tables for the same runs, with
   their workers forked or not; they fork only from a process without other threads;
@@ -27,11 +27,11 @@ import pandas as pd
 import pytest
 
 import hasim
-from hasim.batch import RunTask, parse_set, plan, run_batch
+from hasim.batches.batch import RunTask, parse_set, plan, run_batch
+from hasim.batches.results import TABLES, load_results
+from hasim.batches.seeds import run_seed
 from hasim.cli import main
 from hasim.errors import HasimError
-from hasim.results import TABLES, load_results
-from hasim.seeds import run_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 SCEN = ROOT / "scenarios"
@@ -131,7 +131,7 @@ def _no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
     """The executors' other start method (forkserver, spawn), as in a process with
     threads of its own. The forked path is tested in fresh processes below: this one may
     run threads that earlier tests left (distributed's offload thread)."""
-    import hasim.batch as batch
+    import hasim.batches.batch as batch
 
     monkeypatch.setattr(batch, "_fork_ok", lambda: False)
 
@@ -189,12 +189,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 import distributed
 
-import hasim.batch as hb
+import hasim.batches.batch as hb
 
 
 def seen():
-    import hasim.batch
-    return getattr(hasim.batch, "probe", None)
+    import hasim.batches.batch
+    return getattr(hasim.batches.batch, "probe", None)
 
 
 def probe():
@@ -247,7 +247,7 @@ def test_a_local_cluster_runs_with_the_quiet_dask_settings() -> None:
     import dask
     from dask.utils import parse_timedelta
 
-    from hasim.batch import LOCAL_DASK_CONFIG, _local_cluster
+    from hasim.batches.batch import LOCAL_DASK_CONFIG, _local_cluster
 
     before = dask.config.get("distributed.admin.tick.interval")
 
@@ -294,7 +294,7 @@ def test_dask_cluster_at_a_scheduler_address(tmp_path: Path) -> None:
 def test_a_run_that_raises_is_recorded_and_the_batch_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import hasim.batch as batch
+    import hasim.batches.batch as batch
 
     real = batch._simulate
 
@@ -336,7 +336,7 @@ def test_a_run_that_raises_is_recorded_and_the_batch_goes_on(
 
 
 def test_a_dead_worker_is_recorded_without_a_marker(tmp_path: Path) -> None:
-    from hasim.batch import _lost
+    from hasim.batches.batch import _lost
 
     task = plan([_small("local-lb.yaml")], reps=1)[0]
     assert isinstance(task, RunTask)
@@ -400,7 +400,7 @@ _LONG_BATCH = """
 import sys, threading
 
 from hasim import load_scenario
-from hasim.batch import run_batch
+from hasim.batches.batch import run_batch
 
 if __name__ == "__main__":
     if sys.argv[3] == "with a thread":  # the pool's workers then fork from a forkserver

@@ -35,9 +35,9 @@ from hypothesis import strategies as st
 
 import hasim
 from hasim.cli import main
-from hasim.cluster import build_cluster
-from hasim.endpoints import endpoint_warnings, evaluate_endpoints, ipwrap
-from hasim.scenario import cluster_from_inventory
+from hasim.kubespray.cluster import build_cluster
+from hasim.kubespray.endpoints import endpoint_warnings, evaluate_endpoints, ipwrap
+from hasim.spec.scenario import cluster_from_inventory
 
 K16, KARGO, K26 = "ha-mode-2016", "kargo-2016-10", "kubespray-2026-01"
 
@@ -216,7 +216,7 @@ def test_2026_bind_address_puts_the_local_lb_on_the_control_plane(tmp_path: Path
     cluster = cluster_from_inventory(inv, source=str(inv), field="inventory")
     eps = evaluate_endpoints(cluster, K26)
     assert eps["master1"].apiserver == "https://10.0.0.1:6443"
-    assert eps["master1"].local_balancer == hasim.endpoints.LocalLB(
+    assert eps["master1"].local_balancer == hasim.kubespray.endpoints.LocalLB(
         "nginx", ["127.0.0.1:6443"], ["https://10.0.0.1:6443", "https://10.0.0.2:6443"])
     assert eps["master2"].apiserver == "https://127.0.0.1:6443"  # bind `::`
     assert eps["master2"].local_lb is None
@@ -401,7 +401,7 @@ def test_ipv6_only_cluster_builds_a_topology(tmp_path: Path) -> None:
     inv = write_inventory(tmp_path, "yaml", "new", "group_vars",
                           {"ipv4_stack": False, "ipv6_stack": True})
     cluster = cluster_from_inventory(inv, source=str(inv), field="inventory")
-    from hasim.topology import build_topology
+    from hasim.graph.topology import build_topology
 
     g = build_topology(cluster, rules=K26)
     lb_servers = sorted(g.edges["node1/lb", v]["url"] for v in g.successors("node1/lb"))

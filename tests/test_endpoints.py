@@ -7,7 +7,7 @@ Every expected URL below is written by hand from:
   ``https://m[0].aip:sp``; p=8080, sp=443, lb=``lb-apiserver.kubernetes.local``),
 * docs/model.md, current kubespray (kubespray 2026-01, rules 1-4, first match wins, port 6443),
 * docs/model.md, etcd access (local proxy ``http://127.0.0.1:2379`` or the member list),
-* the design decisions documented in ``hasim/endpoints.py`` (hosts outside
+* the design decisions documented in ``hasim/kubespray/endpoints.py`` (hosts outside
   ``k8s-cluster``, no etcd proxy on an etcd member, local LB only on non-masters, ...).
 
 The test cluster has distinct ``ip`` (10.x) and ``access_ip`` (192.168.x) on every host
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 import hasim
-from hasim.scenario import scenario_from_dict
-from hasim.topology import SERVICE_NODE, build_topology
+from hasim.graph.topology import SERVICE_NODE, build_topology
+from hasim.spec.scenario import scenario_from_dict
 
 EXT_LB = {"address": "10.9.9.9", "port": 8383}
 LB_2016 = "lb-apiserver.kubernetes.local"
@@ -655,7 +655,7 @@ def test_ansible_ssh_host_is_the_default_address_of_a_2016_inventory(tmp_path: A
         "[kube-node]\nnode2 ansible_ssh_host=10.99.0.27\n"
         "[k8s-cluster:children]\nkube-node\nkube-master\n"
     )
-    from hasim.scenario import cluster_from_inventory
+    from hasim.spec.scenario import cluster_from_inventory
 
     cluster = cluster_from_inventory(inv, source=str(inv), field="inventory")
     eps = hasim.evaluate_endpoints(cluster, "ha-mode-2016")

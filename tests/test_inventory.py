@@ -1,4 +1,4 @@
-"""Tests for hasim.inventory: reading real Ansible inventories through ansible-core.
+"""Tests for hasim.kubespray.inventory: reading real Ansible inventories through ansible-core.
 
 Expected values are taken by hand from the inventory files in ``inventories/`` or from the
 small inventories each test writes to ``tmp_path``.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hasim.errors import HasimError
-from hasim.inventory import InventoryData, InventoryError, InventoryHost, read_inventory
+from hasim.kubespray.inventory import InventoryData, InventoryError, InventoryHost, read_inventory
 
 INVENTORIES = Path(__file__).resolve().parent.parent / "inventories"
 OLD = INVENTORIES / "kubespray-2016"
@@ -333,7 +333,7 @@ def test_broken_group_vars_file(tmp_path: Path) -> None:
 
 
 def test_import_does_not_load_ansible() -> None:
-    code = "import sys, hasim.inventory; print('ansible' in sys.modules)"
+    code = "import sys, hasim.kubespray.inventory; print('ansible' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

@@ -2,7 +2,7 @@
 executed (papermill, each in its own folder, results and figures in a temporary
 directory). A notebook fails on any error, on fewer figures than its metadata declares
 (``{"hasim": {"figures": N}}``), on a figure that cannot be read alone
-(:func:`hasim.report.show` raises) and on a figure without a computed finding below it.
+(:func:`hasim.analysis.report.show` raises) and on a figure without a computed finding below it.
 The lab notebook (``needs: lab``) runs in ``tests/lab/test_notebook.py``, on the
 session's lab results.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from hasim.report import NOTEBOOK_MODULES, notebook_meta, notebooks, run_notebook
+from hasim.analysis.report import NOTEBOOK_MODULES, notebook_meta, notebooks, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks(ROOT / "notebooks")

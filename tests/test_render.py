@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import hasim
-from hasim.render import render_config
+from hasim.graph.render import render_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")

@@ -1,5 +1,6 @@
-"""hasim.formulas against docs/model.md's numbers; hasim.overhead and hasim.compare against
-the formulas and the endpoint rules; hasim.report's figure checks."""
+"""hasim.analysis.formulas against docs/model.md's numbers; hasim.analysis.overhead and
+hasim.analysis.compare against
+the formulas and the endpoint rules; hasim.analysis.report's figure checks."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 import hasim  # noqa: E402
-from hasim.compare import fault_matrix, impact, lb_faults, victims  # noqa: E402
-from hasim.formulas import haproxy_detection_window, keepalived_takeover_window  # noqa: E402
-from hasim.overhead import expected_check_rate, steady_rates  # noqa: E402
-from hasim.report import figure_problems, fmt, fmt_range, md_table, show  # noqa: E402
-from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec  # noqa: E402
+from hasim.analysis.compare import fault_matrix, impact, lb_faults, victims  # noqa: E402
+from hasim.analysis.formulas import haproxy_detection_window, keepalived_takeover_window  # noqa: E402
+from hasim.analysis.overhead import expected_check_rate, steady_rates  # noqa: E402
+from hasim.analysis.report import figure_problems, fmt, fmt_range, md_table, show  # noqa: E402
+from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec  # noqa: E402
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 RTT = 0.0005

@@ -1,4 +1,4 @@
-"""The result store (hasim.results): atomic files, completion markers, reading back.
+"""The result store (hasim.batches.results): atomic files, completion markers, reading back.
 
 A run is done only when its marker, written last, and every table file it lists exist;
 temporary files of a killed writer are never mistaken for results; reading a table
@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hasim.results import (
+from hasim.batches.results import (
     ResultStore,
     load_results,
     load_runs,
@@ -134,8 +134,8 @@ def test_non_finite_figures_survive(tmp_path: Path) -> None:
 
 def test_sweep_keys_of_every_scenario_stay_between_point_and_replication() -> None:
     """Two scenarios of one batch sweep different keys: both keys are sweep columns."""
-    from hasim.results import runs_frame
-    from hasim.summarize import sweep_columns
+    from hasim.batches.results import runs_frame
+    from hasim.batches.summarize import sweep_columns
 
     rows = [
         {"run_id": "a", "scenario": "s1", "point": "x=1", "x": 1, "replication": 0,

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from hasim.cli import main
-from hasim.scenario import load_scenario
-from hasim.schema import scenario_schema
+from hasim.spec.scenario import load_scenario
+from hasim.spec.schema import scenario_schema
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -1,4 +1,4 @@
-"""Summaries with confidence intervals (hasim.summarize), on hand-made result tables whose
+"""Summaries with confidence intervals (hasim.batches.summarize), on hand-made result tables whose
 figures are computed here by hand: the Student t interval from its formula and a t table
 value, the latency figures from the definition (cut-off clients only, finite ones)."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hasim.results import ResultStore
-from hasim.summarize import format_summary, mean_ci, summarize, write_summary
+from hasim.batches.results import ResultStore
+from hasim.batches.summarize import format_summary, mean_ci, summarize, write_summary
 
 # t(0.975, n-1) from a printed t table: 12.706 (1 df), 3.182 (3 df).
 T1, T3 = 12.7062, 3.18245

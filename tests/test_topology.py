@@ -19,11 +19,11 @@ import networkx as nx
 import pytest
 
 import hasim
-from hasim.cluster import generate_cluster
-from hasim.draw import SERVER_COMPONENTS, _segment, summarize, topology_figure
-from hasim.endpoints import HA_MODE_2016, RULES, HostView, register
-from hasim.scenario import load_scenario, scenario_from_dict
-from hasim.topology import build_topology
+from hasim.graph.draw import SERVER_COMPONENTS, _segment, summarize, topology_figure
+from hasim.graph.topology import build_topology
+from hasim.kubespray.cluster import generate_cluster
+from hasim.kubespray.endpoints import HA_MODE_2016, RULES, HostView, register
+from hasim.spec.scenario import load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTERS = ["master1", "master2", "master3"]

@@ -1,7 +1,7 @@
 """The lab: real nginx and HAProxy on loopback, in a network namespace, vs the simulator.
 
 ``run_lab(scenario, trials, out)`` starts stub apiservers (TLS, one address each) and the
-scenario's load balancer as :func:`hasim.render.render_config` writes it, drives it with
+scenario's load balancer as :func:`hasim.graph.render.render_config` writes it, drives it with
 short and long-lived clients, applies the scenario's faults for real (SIGKILL, iptables
 DROP), measures detection, failover and check rates, runs the same scenario and clients
 in the simulator, and writes ``lab.parquet`` with the side-by-side table. Beside it,

@@ -8,7 +8,7 @@ under the same timers (docs/lab.md, "client-go").
 What runs, in one network namespace (:mod:`hasim.lab.netns`), as in the nginx/HAProxy
 cells: three Go stub apiservers (``hasim/lab/go/clientgo.go serve``) on
 127.0.1.1-3:6443, the LB of a one-node kubespray scenario (the text of
-:func:`hasim.render.render_config`) on 127.0.0.1:6443, and one Go client
+:func:`hasim.graph.render.render_config`) on 127.0.0.1:6443, and one Go client
 (``clientgo.go client``): an ``http.Transport`` with client-go's settings and
 ``golang.org/x/net/http2`` ``ReadIdleTimeout`` / ``PingTimeout`` (k8s PR #95981), one
 watch held open and opened again at once when it ends, optionally a ``/lease`` request
@@ -197,12 +197,12 @@ class Events:
 def real_trial(cell: Cell, phase: float) -> dict[str, Any]:
     """One blackhole of the watch's master, ``1 s + phase`` after the watch opened; the
     metrics of the module's docstring."""
+    from hasim.graph.render import backends, balancer_node, render_config
+    from hasim.graph.topology import build_topology
     from hasim.lab.netns import Namespace
     from hasim.lab.runner import _wait_listening, start_balancer
     from hasim.lab.stubs import make_certificate
     from hasim.lab.trials import STUB_PORT, stub_address
-    from hasim.render import backends, balancer_node, render_config
-    from hasim.topology import build_topology
 
     exe = binary()
     sc = cell.scenario()

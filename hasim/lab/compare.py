@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hasim.analysis.plots import save_figure  # noqa: E402
 from hasim.lab.contention import METRICS as CONTENTION  # noqa: E402
-from hasim.plots import save_figure  # noqa: E402
 
 COLUMNS = ["source", "trial", "metric", "value", "scenario", "shift"]
 #: metric -> (relative, absolute): the sim's median agrees with the real one when

@@ -299,7 +299,7 @@ def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0,
     """The simulator's elections after the first member's etcd crashes (or is stopped),
     ``trials`` seeds: ``election_s`` and ``rounds`` (the terms it took)."""
     import hasim
-    from hasim.scenario import scenario_from_dict
+    from hasim.spec.scenario import scenario_from_dict
 
     e = election_ms / 1000.0
     sc = scenario_from_dict({
@@ -348,8 +348,8 @@ def write_cell(name: str, client_timeout: float, trials: int, sim_trials_n: int 
     (:func:`hasim.sim.etcd.writes_back_after`: writes proposed before the new leader hang
     until etcd's request timeout, 5 s + 2E, or the client's, and fail) applied to the
     model's own elections under the same timers."""
-    from hasim.scenario import EtcdSpec
     from hasim.sim.etcd import request_timeout, writes_back_after
+    from hasim.spec.scenario import EtcdSpec
 
     hb, el = SETTINGS[name]
     label = f"etcd writes {name} timeout {client_timeout:g}s"

@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass
 
 from hasim.errors import HasimError
+from hasim.kubespray.targets import resolve_target
 from hasim.lab.netns import Namespace
 from hasim.lab.runner import Stubs
-from hasim.scenario import FaultSpec, Scenario
-from hasim.targets import resolve_target
+from hasim.spec.scenario import FaultSpec, Scenario
 
 
 class LabFaultError(HasimError):

@@ -344,7 +344,7 @@ def real_trial(p: Pair, fault: str, rng: np.random.Generator) -> dict[str, Any]:
 def sim_trials(cell: str, trials: int, seed: int = 0) -> list[dict[str, Any]]:
     """The simulator's VIP moves after the cell's fault (extlb1 = lb1), one seed each."""
     import hasim
-    from hasim.scenario import scenario_from_dict
+    from hasim.spec.scenario import scenario_from_dict
 
     fault, track = CELLS[cell]
     kind, target = {

@@ -17,7 +17,7 @@ from hasim.lab.load import LoadSpec
 from hasim.lab.measure import trial_metrics
 from hasim.lab.netns import cleanup_all, exit_on_signals, stopping
 from hasim.lab.trials import LabPlan, RealLab, plan_lab, sim_trial
-from hasim.scenario import Scenario
+from hasim.spec.scenario import Scenario
 
 #: Simulated trials per scenario by default: each draws its own check phase, and the
 #: median of 100 is within about 5 % of an interval of the distribution's.

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hasim.scenario import LocalHAProxySpec, Scenario, scenario_from_dict
-from hasim.units import parse_duration
+from hasim.spec.scenario import LocalHAProxySpec, Scenario, scenario_from_dict
+from hasim.spec.units import parse_duration
 
 NGINX_SHORT: dict[str, Any] = {"kind": "nginx", "fail_timeout": "3s"}
 HAPROXY_SHORT: dict[str, Any] = {"kind": "haproxy", "inter": "1s", "fastinter": "1s",

@@ -1,6 +1,6 @@
 """Real processes of the lab: the stub apiservers and nginx or HAProxy, inside the namespace.
 
-The load balancer's configuration is :func:`hasim.render.render_config`'s text for the
+The load balancer's configuration is :func:`hasim.graph.render.render_config`'s text for the
 scenario's LB host, with only the listen address and the server addresses replaced by
 the lab's (``listen``/``servers`` arguments): the simulator and the lab share one
 source. Two lab-only additions that change no behaviour: nginx gets ``daemon off``, a

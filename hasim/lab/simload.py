@@ -26,9 +26,9 @@ from typing import Any
 
 import simpy
 
+from hasim.graph.render import balancer_node
+from hasim.graph.topology import build_topology
 from hasim.lab.load import LoadSpec
-from hasim.render import balancer_node
-from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
 from hasim.sim.apiserver import Apiservers
 from hasim.sim.engine import streams
 from hasim.sim.faults import FaultInjector
@@ -37,7 +37,7 @@ from hasim.sim.kernel import Environment
 from hasim.sim.network import OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.nginx import NginxProxy
 from hasim.sim.records import FaultRecord, Recorder, Tally
-from hasim.topology import build_topology
+from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
 
 TIMEOUT = "timeout"
 

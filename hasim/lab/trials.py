@@ -1,7 +1,7 @@
 """One lab plan, run as real trials and as simulated ones with the same timeline.
 
 A trial: the LB starts at time 0 (nginx or HAProxy with a fresh state, from
-:func:`hasim.render.render_config`), the clients at ``LOAD_START``, the scenario's faults
+:func:`hasim.graph.render.render_config`), the clients at ``LOAD_START``, the scenario's faults
 at their ``at`` plus the trial's ``shift``, and the trial ends ``observe`` seconds after
 the last fault event. The shift of trial ``i`` of ``n`` is the ``(i + 0.5) / n`` quantile
 of ``spread`` (nginx's 1 s clock); with HAProxy's ``httpchk`` the real trials place the
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hasim.errors import HasimError
+from hasim.graph.render import backends, balancer_node, render_config
+from hasim.graph.topology import build_topology
 from hasim.lab.faults import FaultActions, LabFault, plan_faults
 from hasim.lab.load import LoadSpec
 from hasim.lab.measure import Request, TrialRecords
@@ -31,10 +33,8 @@ from hasim.lab.netns import Namespace, stopping
 from hasim.lab.runner import LOAD_SCRIPT, Balancer, Stubs, start_balancer
 from hasim.lab.simload import balancer_spec, simulate_lab, with_host_kernel
 from hasim.lab.stubs import HEALTHZ, make_certificate
-from hasim.render import backends, balancer_node, render_config
-from hasim.scenario import NginxSpec, Scenario
 from hasim.sim.records import FaultRecord
-from hasim.topology import build_topology
+from hasim.spec.scenario import NginxSpec, Scenario
 
 LB_ADDRESS = "127.0.0.1"
 LB_PORT = 6443

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import simpy
 
-from hasim.scenario import ClientsSpec, KubeletSpec
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import FOLD, Recorder
+from hasim.spec.scenario import ClientsSpec, KubeletSpec
 
 TIMEOUT = "timeout"
 ERROR = "error"

@@ -1,6 +1,6 @@
 """One run: instantiate the simulated parts from the topology graph and run SimPy.
 
-The graph (``hasim.topology``) decides what exists and who connects to whom; this module
+The graph (``hasim.graph.topology``) decides what exists and who connects to whom; this module
 only walks it: each node's part is built by its kind's builder (:mod:`hasim.sim.model`),
 then the run starts, and its records become tables. Randomness comes from one
 ``numpy.random.SeedSequence`` per run, one stream per purpose, so that the same seed
@@ -25,7 +25,7 @@ import hasim.sim.lifecycle
 import hasim.sim.nginx
 import hasim.sim.service
 import hasim.sim.vip  # noqa: F401
-from hasim.scenario import Scenario
+from hasim.graph.topology import build_topology
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.availability import ETCD_QUORUM, structural
 from hasim.sim.etcd import EtcdCluster, request_timeout
@@ -36,7 +36,7 @@ from hasim.sim.model import STAGES, Model, elaborate
 from hasim.sim.network import Network, Proc
 from hasim.sim.records import Recorder
 from hasim.sim.sampling import AggregateChecks, SamplingPlan, plan_sampling
-from hasim.topology import build_topology
+from hasim.spec.scenario import Scenario
 
 #: One random stream per purpose; the order is part of the reproducibility contract.
 PURPOSES = ("clients", "faults", "checks", "workers", "control-plane", "clock", "etcd",

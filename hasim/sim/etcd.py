@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from hasim.scenario import EtcdSpec
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import OK, REFUSED, Network, Proc
 from hasim.sim.raft import RaftMember, RaftTimers, adopt, pre_vote, vote
 from hasim.sim.records import FOLD, Recorder
+from hasim.spec.scenario import EtcdSpec
 
 FAILURE_WAIT = 5.0
 REFRESH_INTERVAL = 30.0

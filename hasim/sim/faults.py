@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from hasim.scenario import FaultSpec, Scenario
+from hasim.kubespray.targets import resolve_target
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.network import Network, Proc
 from hasim.sim.records import FaultRecord, Recorder
-from hasim.targets import resolve_target
+from hasim.spec.scenario import FaultSpec, Scenario
 
 LB_COMPONENTS = ("lb", "external-lb")
 

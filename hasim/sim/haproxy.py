@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import simpy
 
-from hasim.scenario import _HAProxyBase
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
+from hasim.spec.scenario import _HAProxyBase
 
 
 class HealthCounter:
@@ -370,7 +370,7 @@ class HAProxy:
 @builds("lb:haproxy", "external-lb:haproxy", stage="balancers")
 def _build_haproxy(m: Model, node: str, d: dict[str, Any]) -> None:
     """A local HAProxy (kubespray's template) or an instance of the external LB."""
-    from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec
+    from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec
 
     comp, spec = d["component"], m.spec
     servers = [m.proc(v) for v in m.g.successors(node)]

@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from hasim.scenario import ControllerManagerSpec
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import Network, Proc
 from hasim.sim.records import Recorder
+from hasim.spec.scenario import ControllerManagerSpec
 
 #: client-go ``leaderelection.JitterFactor``: the acquire loop's jitter.
 JITTER_FACTOR = 1.2

@@ -26,13 +26,13 @@ if TYPE_CHECKING:  # the builders' modules import this one
     import networkx as nx
     import numpy as np
 
-    from hasim.scenario import Scenario
     from hasim.sim.apiserver import Apiservers, ClusterState
     from hasim.sim.etcd import EtcdCluster
     from hasim.sim.kernel import Environment
     from hasim.sim.network import Network, Proc
     from hasim.sim.records import Recorder
     from hasim.sim.sampling import AggregateChecks
+    from hasim.spec.scenario import Scenario
 
 #: The stages, in the order they are built.
 STAGES = ("members", "servers", "balancers", "vip", "service", "clients", "etcd-clients",

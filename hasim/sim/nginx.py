@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from hasim.scenario import NginxSpec
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import (
@@ -54,6 +53,7 @@ from hasim.sim.network import (
     Session,
 )
 from hasim.sim.records import Recorder
+from hasim.spec.scenario import NginxSpec
 
 #: How long a worker stays busy with a session its client closed: nginx reads the FIN,
 #: closes both sockets and frees the peer in well under a millisecond, and only a

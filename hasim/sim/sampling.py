@@ -45,13 +45,13 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from hasim.cluster import MASTER
-from hasim.scenario import Scenario, _HAProxyBase
+from hasim.kubespray.cluster import MASTER
+from hasim.kubespray.targets import resolve_target
 from hasim.sim.haproxy import HealthCounter
 from hasim.sim.kernel import Environment
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, Network, Proc
 from hasim.sim.records import Recorder, Tally
-from hasim.targets import resolve_target
+from hasim.spec.scenario import Scenario, _HAProxyBase
 
 #: Components that hold no per-client state: nodes may share them and stay independent.
 STATELESS_SERVERS = frozenset({"apiserver", "etcd"})

@@ -27,7 +27,7 @@ def test_notebook_is_stored_clean_with_a_parameters_cell() -> None:
 
 
 def test_notebook_uses_only_the_public_api() -> None:
-    from hasim.report import NOTEBOOK_MODULES
+    from hasim.analysis.report import NOTEBOOK_MODULES
 
     for c in _code_cells():
         tree = ast.parse("".join(c["source"]))  # type: ignore[arg-type]
@@ -50,7 +50,7 @@ def test_notebook_runs(quick_matrix: tuple[Path, pd.DataFrame], chain_dir: Path,
     import shutil
     import time
 
-    from hasim.report import notebook_meta, run_notebook
+    from hasim.analysis.report import notebook_meta, run_notebook
 
     out, _ = quick_matrix
     results = tmp_path / "results"

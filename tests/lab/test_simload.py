@@ -6,7 +6,7 @@ import numpy as np
 
 from hasim.lab.load import LoadSpec
 from hasim.lab.simload import simulate_lab
-from hasim.scenario import scenario_from_dict
+from hasim.spec.scenario import scenario_from_dict
 
 
 def test_every_active_check_is_timed_per_checked_host() -> None:

@@ -24,9 +24,9 @@ import pytest
 from scipy import stats
 
 import hasim
-from hasim.scenario import scenario_from_dict
 from hasim.sim.availability import ETCD_QUORUM, structural
 from hasim.sim.records import FaultRecord
+from hasim.spec.scenario import scenario_from_dict
 
 MTBF_H, MTTR_H = 720.0, 72.0
 A = MTBF_H / (MTBF_H + MTTR_H)  # 0.90909...

@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 
 import hasim
-from hasim.scenario import scenario_from_dict
+from hasim.spec.scenario import scenario_from_dict
 
 RTT = 0.0005  # NetworkSpec default: one LAN round trip
 FAULT_AT = 1.0

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 import hasim
-from hasim.scenario import EtcdSpec, scenario_from_dict
 from hasim.sim.etcd import request_timeout, writes_back_after
+from hasim.spec.scenario import EtcdSpec, scenario_from_dict
 
 SERVICE = 0.002  # apiserver.service_time
 RTT = 0.0005

@@ -16,10 +16,10 @@ import pytest
 import simpy
 
 import hasim
-from hasim.scenario import LocalHAProxySpec, scenario_from_dict
 from hasim.sim.haproxy import HAProxy, HealthCounter
 from hasim.sim.network import Network
 from hasim.sim.records import Recorder
+from hasim.spec.scenario import LocalHAProxySpec, scenario_from_dict
 
 RTT = 0.0005  # NetworkSpec default: one LAN round trip
 SERVICE = 0.002  # ApiserverSpec default: time to serve one request

@@ -9,9 +9,9 @@ import pytest
 import hasim
 import hasim.sim.engine as engine
 from hasim.errors import HasimError
-from hasim.scenario import scenario_from_dict
+from hasim.graph.topology import LAYERS
 from hasim.sim.model import builder_of
-from hasim.topology import LAYERS
+from hasim.spec.scenario import scenario_from_dict
 
 SCENARIO = {"name": "elaboration", "cluster": {"generate": {"masters": 3, "etcd": 3, "nodes": 2},
                                                 "vars": {"loadbalancer_apiserver_localhost": True}},

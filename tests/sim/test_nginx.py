@@ -17,10 +17,10 @@ import pytest
 import simpy
 
 import hasim
-from hasim.scenario import NginxSpec, scenario_from_dict
 from hasim.sim.network import Network
 from hasim.sim.nginx import NginxProxy, NginxUpstream
 from hasim.sim.records import Recorder
+from hasim.spec.scenario import NginxSpec, scenario_from_dict
 
 RTT = 0.0005  # NetworkSpec default
 SERVICE = 0.002  # ApiserverSpec default

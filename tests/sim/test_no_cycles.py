@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from hasim.scenario import load_scenario
 from hasim.sim import kernel
 from hasim.sim.engine import simulate
+from hasim.spec.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").rglob("*.yaml"))
@@ -53,7 +53,7 @@ def test_the_event_loop_leaves_no_cycles(path: Path, monkeypatch: pytest.MonkeyP
 
 def test_a_long_structural_run_leaves_no_cycles(monkeypatch: pytest.MonkeyPatch) -> None:
     """The structural path (faults only, for years) runs the same loop, as long as any."""
-    from hasim.scenario import scenario_from_dict
+    from hasim.spec.scenario import scenario_from_dict
 
     found = _garbage_of_loops(monkeypatch)
     result = simulate(scenario_from_dict({

@@ -26,10 +26,10 @@ import pytest
 from scipy import stats
 
 import hasim
-from hasim.scenario import scenario_from_dict
+from hasim.graph.topology import build_topology
 from hasim.sim.engine import simulate
 from hasim.sim.sampling import plan_sampling
-from hasim.topology import build_topology
+from hasim.spec.scenario import scenario_from_dict
 
 P_MIN = 0.05
 

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import stats
 
 import hasim
-from hasim.scenario import scenario_from_dict
+from hasim.spec.scenario import scenario_from_dict
 
 K26 = "kubespray-2026-01"
 EXT_LB = {"address": "10.9.9.9", "port": 8383}

@@ -6,7 +6,8 @@ node's local LB and etcd proxy) is crashed for 60 s in a full simulation. For ev
 that records requests (kubelet, kube-proxy, flannel):
 
 - if the audit lists the crashed component as a single point of failure of that client
-  (``hasim.audit.single_points``, the function ``hasim.audit.audit`` aggregates per class),
+  (``hasim.graph.audit.single_points``, the function ``hasim.graph.audit.audit`` aggregates per
+  class),
   every request the client starts during the crash fails;
 - if it does not, every request started once the failover is over succeeds. Failover time
   (docs/model.md: etcd, the etcd v2 proxy): an etcd election (at most 2E + RTT after the leader's
@@ -28,8 +29,8 @@ from functools import cache
 import pytest
 
 import hasim
-from hasim.audit import audit, pinned_points, single_points
-from hasim.scenario import scenario_from_dict
+from hasim.graph.audit import audit, pinned_points, single_points
+from hasim.spec.scenario import scenario_from_dict
 
 AT, FOR, END = 30.0, 60.0, 100.0
 E, RTT = 1.0, 0.0005  # etcd default election timeout; NetworkSpec default round trip

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 import hasim
-from hasim.scenario import scenario_from_dict
+from hasim.spec.scenario import scenario_from_dict
 
 CYCLE = 20.0  # keepalived: the first instance's host is powered off for 10 s every 20 s
 DOWN = 10.0
@@ -128,12 +128,12 @@ def test_keepalived_killed_alone_moves_the_vip_as_a_crash():
 def _two_instances():
     """A bare keepalived VIP over two HAProxy hosts whose LBs are plain processes: the
     network model and the VIP, nothing else."""
-    from hasim.scenario import VipSpec
     from hasim.sim.haproxy import REFUSED
     from hasim.sim.kernel import Environment
     from hasim.sim.network import Network
     from hasim.sim.records import Recorder
     from hasim.sim.vip import Vip
+    from hasim.spec.scenario import VipSpec
 
     class Lb:  # answers like an LB process: the host's kernel refuses when it is dead
         def __init__(self, host):
@@ -416,7 +416,7 @@ def test_field_reports_of_15_to_40_s_failovers_with_a_10_s_check_script():
     fall 2, weight 0) moves the VIP U(0, 10) + 10 + 0.61 s after the crash, and the
     workers' clients (behind the VIP) are cut off for a median within the field's 15-40 s
     (a watch's re-list backoff may add to single clients)."""
-    from hasim.scenario import load_scenario
+    from hasim.spec.scenario import load_scenario
 
     sc = load_scenario("scenarios/incidents/keepalived-track-script.yaml")
     for seed in range(4):

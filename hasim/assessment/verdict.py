@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hasim.compare import _fault_hosts, victims
-from hasim.summarize import _weights, mean_ci, per_run
+from hasim.analysis.compare import _fault_hosts, victims
+from hasim.batches.summarize import _weights, mean_ci, per_run
 
 #: The damage figures, in the order the ranking compares them, then the load figure.
 DAMAGE = ("never_recovered", "not_ready_nodes", "client_time_lost_s")

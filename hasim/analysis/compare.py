@@ -4,7 +4,7 @@
 fault): a crash and a power-off of each master and of the mode's load balancer, each held
 until the end of the run (so a failback cannot be mistaken for the failover). Every
 scenario keeps its file's ``seed``, so replication ``r`` of every cell sees the same client
-phases (common random numbers, :mod:`hasim.seeds`).
+phases (common random numbers, :mod:`hasim.batches.seeds`).
 
 :func:`impact` reads a result directory of that matrix back and tells, per run, who was
 hurt: the failover latency of each client the fault cut off (by client class), the nodes
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hasim.scenario import Scenario, load_scenario
-from hasim.topology import build_topology
+from hasim.graph.topology import build_topology
+from hasim.spec.scenario import Scenario, load_scenario
 
 #: Fault kinds of the matrix aimed at a host (a master, an external LB instance).
 HOST_FAULTS = ("crash", "poweroff")
@@ -126,7 +126,7 @@ def fault_matrix(
 
 def held_past(duration: str) -> str:
     """A fault duration past the end of a run of ``duration``: held down throughout."""
-    from hasim.units import parse_duration
+    from hasim.spec.units import parse_duration
 
     return f"{parse_duration(duration) + 3600:g}s"
 

@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasim.cluster import Cluster
-from hasim.endpoints import Endpoints, ansible_bool, evaluate_endpoints
+from hasim.kubespray.cluster import Cluster
+from hasim.kubespray.endpoints import Endpoints, ansible_bool, evaluate_endpoints
 
 #: The port of the external LB in the layouts hasim adds (the HA doc's example).
 EXTERNAL_PORT = 8383

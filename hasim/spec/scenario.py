@@ -26,10 +26,10 @@ from pydantic import (
     model_validator,
 )
 
-from hasim.cluster import Cluster, build_cluster, generate_cluster
-from hasim.endpoints import DEFAULT_RULES, RULES
 from hasim.errors import ScenarioError
-from hasim.units import parse_duration
+from hasim.kubespray.cluster import Cluster, build_cluster, generate_cluster
+from hasim.kubespray.endpoints import DEFAULT_RULES, RULES
+from hasim.spec.units import parse_duration
 
 
 def _duration(value: Any) -> float:
@@ -518,7 +518,7 @@ def scenario_from_dict(
     _check_targets(scenario, text)
     # The endpoint rules raise on what a cluster cannot be (no master, a broken
     # loadbalancer_apiserver): say so now, not at the first run.
-    from hasim.endpoints import evaluate_endpoints
+    from hasim.kubespray.endpoints import evaluate_endpoints
 
     evaluate_endpoints(scenario)
     return scenario
@@ -664,7 +664,7 @@ def cluster_from_inventory(path: Path, source: str, field: str) -> Cluster:
 
 
 def _read_inventory_cluster(path: Path, source: str, field: str) -> Cluster:
-    from hasim.inventory import InventoryError, read_inventory
+    from hasim.kubespray.inventory import InventoryError, read_inventory
 
     try:
         data = read_inventory(path)
@@ -697,7 +697,7 @@ def _check_sweep(spec: ScenarioSpec, raw: Mapping[str, Any], path: str | None) -
 
 
 def _check_targets(scenario: Scenario, text: str | None) -> None:
-    from hasim.targets import TargetError, resolve_target
+    from hasim.kubespray.targets import TargetError, resolve_target
 
     leader = scenario.spec.controller_manager.initial_leader
     if leader is not None and leader not in scenario.cluster.members("kube-master"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hasim.cluster import Cluster, canonical_group
+from hasim.kubespray.cluster import Cluster, canonical_group
 
 #: Components a ``HOST/COMPONENT`` target may name.
 COMPONENTS = (

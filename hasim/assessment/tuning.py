@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hasim.knobs import Knobs
-from hasim.layouts import Layout
+from hasim.assessment.layouts import Layout
+from hasim.kubespray.knobs import Knobs
 
 GRACE = ("40s", "50s")
 #: kubespray variable of the grace period (roles/kubernetes/control-plane/defaults).
@@ -88,11 +88,11 @@ def tune_layout(subject: Any, layout: Layout, knobs: Knobs, out: Path, reps: int
                 executor: str, jobs: int | None, scheduler: str | None,
                 progress: bool | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the grid on ``layout``; return one row per setting and the recommended one."""
-    from hasim.assessment import FAULT_AT, RUN_DURATION, layout_scenario
-    from hasim.batch import run_batch
-    from hasim.compare import held_past
-    from hasim.results import load_results
-    from hasim.verdict import run_figures
+    from hasim.analysis.compare import held_past
+    from hasim.assessment.assess import FAULT_AT, RUN_DURATION, layout_scenario
+    from hasim.assessment.verdict import run_figures
+    from hasim.batches.batch import run_batch
+    from hasim.batches.results import load_results
 
     masters = subject.cluster.members("kube-master")
     hold = held_past(RUN_DURATION)

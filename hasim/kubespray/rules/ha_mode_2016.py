@@ -1,7 +1,8 @@
 """``ha-mode-2016``: the table of kubespray's ``docs/ha-mode.md`` of October 2016.
 
 The doc is the specification hasim implements (docs/model.md, "The 2016 doc table").
-kubespray's own code of that month differed in three places; :mod:`hasim.rules.kargo_2016_10`
+kubespray's own code of that month differed in three places;
+:mod:`hasim.kubespray.rules.kargo_2016_10`
 follows the code.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hasim.cluster import ETCD
-from hasim.endpoints import (
+from hasim.kubespray.cluster import ETCD
+from hasim.kubespray.endpoints import (
     ETCD_CLIENT_PORT,
     HostView,
     LocalLB,

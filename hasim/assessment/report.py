@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from hasim.compare import NODE_CLASSES
-from hasim.units import parse_duration
+from hasim.analysis.compare import NODE_CLASSES
+from hasim.spec.units import parse_duration
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
@@ -90,7 +90,7 @@ def _severity(cell: Mapping[str, Any]) -> str:
 
 
 def _ecdf_figure(a: Any) -> str | None:
-    from hasim.assessment import RUN_DURATION
+    from hasim.assessment.assess import RUN_DURATION
 
     plt = _plt()
 
@@ -341,7 +341,7 @@ def _tuning_section(a: Any) -> str:
 
 
 def _change_section(a: Any) -> str:
-    from hasim.assessment import recommended_vars_yaml
+    from hasim.assessment.assess import recommended_vars_yaml
 
     out = ["<h2>The change to make</h2>",
            f"<p>Paste into <code>{_e(a.recommendation['file'])}</code>:</p>",

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hasim.results import SUMMARY_FILE, Results, load_results
+from hasim.batches.results import SUMMARY_FILE, Results, load_results
 
 #: Per-run figures, with their unit, in the order summary.csv lists them.
 METRICS: dict[str, str] = {
@@ -191,7 +191,7 @@ def write_summary(directory: str | os.PathLike[str]) -> tuple[Path, pd.DataFrame
     """Compute the summary of a result directory and write ``summary.csv`` there."""
     df = summarize(directory)
     path = Path(directory) / SUMMARY_FILE
-    from hasim.results import _atomic_write
+    from hasim.batches.results import _atomic_write
 
     _atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return path, df

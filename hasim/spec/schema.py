@@ -5,7 +5,7 @@ Editors use it to complete and check scenario files (YAML language servers read 
 model accepts more than its Python type says:
 
 - durations (``Duration`` fields) are a number of seconds OR a string with units
-  (``10s``, ``500ms``, ``1m30s``), as :func:`hasim.units.parse_duration` reads them;
+  (``10s``, ``500ms``, ``1m30s``), as :func:`hasim.spec.units.parse_duration` reads them;
 - ``name`` may be left out (it defaults to the file's stem);
 - pydantic's non-standard ``gt`` becomes JSON Schema's ``exclusiveMinimum``.
 
@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, BeforeValidator
 
-from hasim.scenario import ScenarioSpec
+from hasim.spec.scenario import ScenarioSpec
 
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
-#: What :func:`hasim.units.parse_duration` accepts as text: a number of seconds, or
+#: What :func:`hasim.spec.units.parse_duration` accepts as text: a number of seconds, or
 #: numbers with units, possibly compound (``1h30m``).
 DURATION_PATTERN = (
     r"^ *(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+) *"

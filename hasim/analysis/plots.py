@@ -219,12 +219,12 @@ def not_ready_timeline(results: Any, run_id: str, path: str | Path,
 
 def plot_results(directory: str | Path, out: str | Path) -> list[Path]:
     """The standard figures of a result directory as PNGs under ``out``."""
-    from hasim.draw import draw_topology
+    from hasim.batches.results import load_results
+    from hasim.batches.summarize import summarize, sweep_columns
     from hasim.errors import HasimError
-    from hasim.results import load_results
-    from hasim.scenario import scenario_from_dict
-    from hasim.summarize import summarize, sweep_columns
-    from hasim.topology import build_topology
+    from hasim.graph.draw import draw_topology
+    from hasim.graph.topology import build_topology
+    from hasim.spec.scenario import scenario_from_dict
 
     results = load_results(directory)
     out = Path(out)

@@ -1,7 +1,7 @@
 """The cluster: hosts, their addresses, groups and variables, from any of three sources.
 
 One model serves inline hosts of a scenario, the generator (``generate: {masters, etcd,
-nodes}``) and a user's real Ansible inventory (read by :mod:`hasim.inventory`). Group
+nodes}``) and a user's real Ansible inventory (read by :mod:`hasim.kubespray.inventory`). Group
 names are normalised to the 2016 spelling that the HA doc uses (``kube-master``,
 ``kube-node``, ``etcd``, ``k8s-cluster``); the current spellings are accepted as aliases.
 """

@@ -4,9 +4,9 @@ or on a Dask cluster, stored per run so that an interrupted batch resumes.
 - Runs. A scenario's ``sweep`` keys make a cartesian product of points, each applied with
   :meth:`Scenario.with_overrides` after the ``--set`` overrides; each point runs
   ``replications`` times (or ``reps``).
-- Seeds. Replication ``r`` of a scenario gets :func:`hasim.seeds.run_seed` (base seed, r),
+- Seeds. Replication ``r`` of a scenario gets :func:`hasim.batches.seeds.run_seed` (base seed, r),
   the same for every HA mode and sweep point (common random numbers, see
-  :mod:`hasim.seeds`).
+  :mod:`hasim.batches.seeds`).
 - Identity. ``run_id`` is a hash of the run's resolved config (scenario name, every knob
   after the overrides, the base seed) and its replication index: the same run has the
   same id in any batch, so a rerun skips it.
@@ -14,7 +14,7 @@ or on a Dask cluster, stored per run so that an interrupted batch resumes.
   (``status="error"``, ``error="Type: message"``); the batch goes on (as desmod's
   ``simulate_many``). Bad input is found before anything runs and raises
   :class:`~hasim.errors.ScenarioError`, leaving the result directory untouched.
-- Storage. :mod:`hasim.results`: atomic files per run, a completion marker last.
+- Storage. :mod:`hasim.batches.results`: atomic files per run, a completion marker last.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from hasim.batches.results import TABLES, ResultStore
+from hasim.batches.seeds import run_seed
 from hasim.errors import HasimError, ScenarioError
-from hasim.results import TABLES, ResultStore
-from hasim.scenario import Scenario, load_scenario, scenario_from_dict
-from hasim.seeds import run_seed
+from hasim.spec.scenario import Scenario, load_scenario, scenario_from_dict
 
 Executor = Literal["serial", "process", "dask"]
 EXECUTORS: tuple[str, ...] = ("serial", "process", "dask")
@@ -121,7 +121,7 @@ def check_scenario(scenario: Scenario) -> None:
     """Beyond the schema: the topology builds, under each sweep value too (one key at a
     time: the cartesian product adds nothing a single value can break). Raises
     :class:`ScenarioError` naming ``sweep.KEY[i]``."""
-    from hasim.topology import build_topology
+    from hasim.graph.topology import build_topology
 
     build_topology(scenario)
     for key, values in scenario.spec.sweep.items():
@@ -345,7 +345,7 @@ def _mp_context() -> Any:
         return multiprocessing.get_context("fork")
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["hasim.batch", "hasim.sim.engine"])
+        ctx.set_forkserver_preload(["hasim.batches.batch", "hasim.sim.engine"])
         return ctx
     return multiprocessing.get_context("spawn")
 

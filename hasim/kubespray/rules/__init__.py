@@ -1,14 +1,15 @@
 """The endpoint rule sets that ship with hasim, one module each (docs/model.md, "Endpoint
 rules"): ``ha_mode_2016`` (the HA doc's table), ``kargo_2016_10`` (kubespray's code of the
 doc's day) and ``kubespray_2026_01`` (today). Each builds a
-:class:`~hasim.endpoints.RuleSet` and registers it; :mod:`hasim.endpoints` imports them.
+:class:`~hasim.kubespray.endpoints.RuleSet` and registers it; :mod:`hasim.kubespray.endpoints`
+imports them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from hasim.endpoints import HostView
+from hasim.kubespray.endpoints import HostView
 
 
 def hosts_spelled_without(views: Sequence[HostView], spellings: Iterable[str]) -> list[str]:

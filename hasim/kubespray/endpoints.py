@@ -1,7 +1,7 @@
 """Endpoint rules: which URL every host uses to reach the apiserver and etcd.
 
 A rule set is data (its variable defaults) plus a few small functions of one host; the
-three that ship with hasim live in :mod:`hasim.rules` (docs/model.md, "Endpoint rules"):
+three that ship with hasim live in :mod:`hasim.kubespray.rules` (docs/model.md, "Endpoint rules"):
 
 ``ha-mode-2016`` (the default)
     The table of kubespray's ``docs/ha-mode.md`` of October 2016: what the doc promised.
@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasim.cluster import ETCD, K8S, MASTER, NODE, ROLE_ORDER, Cluster, Host
 from hasim.errors import ScenarioError
+from hasim.kubespray.cluster import ETCD, K8S, MASTER, NODE, ROLE_ORDER, Cluster, Host
 
 DEFAULT_RULES = "ha-mode-2016"
 ETCD_CLIENT_PORT = 2379
@@ -436,8 +436,8 @@ def _fill(out: dict[str, Endpoints], rule_set: RuleSet, views: Sequence[HostView
 def evaluate_endpoints(cluster: Any, rules: str | RuleSet | None = None) -> dict[str, Endpoints]:
     """Every host's :class:`Endpoints` under a rule set, in inventory order.
 
-    ``cluster`` is a :class:`~hasim.cluster.Cluster` or anything with a ``cluster``
-    attribute that is one (a :class:`~hasim.scenario.Scenario`). ``rules`` names the rule
+    ``cluster`` is a :class:`~hasim.kubespray.cluster.Cluster` or anything with a ``cluster``
+    attribute that is one (a :class:`~hasim.spec.scenario.Scenario`). ``rules`` names the rule
     set; when None, a scenario's own rule set is used, else ``ha-mode-2016``. Raises
     :class:`ScenarioError` when the cluster cannot be evaluated: no master, an ``ip`` or
     ``access_ip`` that is not an address, or a malformed ``loadbalancer_apiserver``.
@@ -484,7 +484,7 @@ def diff_endpoints(cluster: Any, rules_a: str, rules_b: str) -> dict[str, dict[s
 
 
 # The rule sets register themselves; imported last because they build on the above.
-from hasim.rules import ha_mode_2016, kargo_2016_10, kubespray_2026_01  # noqa: E402
+from hasim.kubespray.rules import ha_mode_2016, kargo_2016_10, kubespray_2026_01  # noqa: E402
 
 HA_MODE_2016: RuleSet = ha_mode_2016.RULE_SET
 KARGO_2016_10: RuleSet = kargo_2016_10.RULE_SET

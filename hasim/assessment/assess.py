@@ -3,16 +3,16 @@
 One call (docs/assess.md):
 
 1. reads the cluster as it is (:func:`load_subject`): hosts, groups, variables, and the
-   timers kubespray reads from them (:mod:`hasim.knobs`);
-2. lists the layouts kubespray offers for the rule set (:mod:`hasim.layouts`), the
+   timers kubespray reads from them (:mod:`hasim.kubespray.knobs`);
+2. lists the layouts kubespray offers for the rule set (:mod:`hasim.assessment.layouts`), the
    current one among them;
 3. simulates every layout under the same faults (:func:`fault_plan`), common random
    numbers across layouts, ``reps`` replications, through :func:`hasim.run_batch` and
    its store (an interrupted assessment resumes);
-4. reaches the verdict (:mod:`hasim.verdict`) and tunes the recommended layout's timers
-   (:mod:`hasim.tuning`);
+4. reaches the verdict (:mod:`hasim.assessment.verdict`) and tunes the recommended layout's timers
+   (:mod:`hasim.assessment.tuning`);
 5. writes ``assessment.json``, ``recommended-vars.yml``, the rendered LB configuration and
-   ``report.html`` (:mod:`hasim.assess_report`) next to the batch's tables.
+   ``report.html`` (:mod:`hasim.assessment.report`) next to the batch's tables.
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from hasim.audit import audit
-from hasim.cluster import Cluster
-from hasim.compare import held_past
-from hasim.endpoints import endpoint_warnings, evaluate_endpoints, get_rules
+from hasim.analysis.compare import held_past
+from hasim.assessment.layouts import Layout, classify, layouts_for
+from hasim.assessment.verdict import Standing, cell_table, rank, recommend, run_figures, standings
 from hasim.errors import HasimError, ScenarioError
-from hasim.knobs import Knobs, read_knobs
-from hasim.layouts import Layout, classify, layouts_for
-from hasim.scenario import (
+from hasim.graph.audit import audit
+from hasim.graph.topology import build_topology
+from hasim.kubespray.cluster import Cluster
+from hasim.kubespray.endpoints import endpoint_warnings, evaluate_endpoints, get_rules
+from hasim.kubespray.knobs import Knobs, read_knobs
+from hasim.spec.scenario import (
     Scenario,
     _set_dotted,
     cluster_from_inventory,
@@ -43,8 +45,6 @@ from hasim.scenario import (
     looks_like_scenario,
     scenario_from_dict,
 )
-from hasim.topology import build_topology
-from hasim.verdict import Standing, cell_table, rank, recommend, run_figures, standings
 
 #: ``--faults`` kinds: faults of a master (the first and another one), the loss of a load
 #: balancer, the loss of an etcd member.
@@ -227,8 +227,8 @@ class Assessment:
     def victims(self) -> pd.DataFrame:
         """One row per (run, client the fault left running), with its cell's columns and
         its ``latency_s`` (inf: never back), ``cut_off``, ``unavailable_s``."""
-        from hasim.compare import victims
-        from hasim.results import load_results
+        from hasim.analysis.compare import victims
+        from hasim.batches.results import load_results
 
         return victims(load_results(self.out), self.cells)
 
@@ -249,7 +249,7 @@ class Assessment:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
 
     def to_html(self) -> str:
-        from hasim.assess_report import render_html
+        from hasim.assessment.report import render_html
 
         return render_html(self)
 
@@ -290,14 +290,15 @@ def assess(path: str | os.PathLike[str], rules: str | None = None,
            reps: int = 5, out: str | os.PathLike[str] | None = None,
            executor: str = "process", jobs: int | None = None, scheduler: str | None = None,
            tuning: bool = True, progress: bool | None = None) -> Assessment:
-    """Assess the cluster at ``path`` (an inventory or a scenario); see :mod:`hasim.assessment`.
+    """Assess the cluster at ``path`` (an inventory or a scenario); see
+    :mod:`hasim.assessment.assess`.
 
     Writes ``out`` (default ``results/assess-<name>/``) and returns the
     :class:`Assessment`. Bad input raises :class:`~hasim.errors.HasimError` before
     anything is run.
     """
-    from hasim.batch import run_batch
-    from hasim.results import load_results
+    from hasim.batches.batch import run_batch
+    from hasim.batches.results import load_results
 
     if reps < 1:
         raise ScenarioError(f"--reps must be at least 1, got {reps}", field="--reps")
@@ -339,7 +340,7 @@ def assess(path: str | os.PathLike[str], rules: str | None = None,
     tune = pd.DataFrame()
     tuning_result: dict[str, Any] = {}
     if tuning:
-        from hasim.tuning import tune_layout
+        from hasim.assessment.tuning import tune_layout
 
         tune, tuning_result = tune_layout(subject, rec_layout, knobs, root / "tuning",
                                           reps=min(reps, 3), executor=executor, jobs=jobs,
@@ -471,7 +472,7 @@ def recommended_vars_yaml(a: Assessment) -> str:
 def write_outputs(a: Assessment) -> None:
     """``assessment.json``, ``recommended-vars.yml``, the LB configuration of one node,
     ``report.html`` and ``damage.csv`` under ``a.out``."""
-    from hasim.render import render_config
+    from hasim.graph.render import render_config
 
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "assessment.json").write_text(a.to_json() + "\n")

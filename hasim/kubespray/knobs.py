@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasim.cluster import Cluster
 from hasim.errors import ScenarioError
-from hasim.units import parse_duration
+from hasim.kubespray.cluster import Cluster
+from hasim.spec.units import parse_duration
 
 #: Client profiles by Kubernetes minor version (docs/model.md, "Clients"): before 1.11 no
 #: health check; 1.11-1.19 the kubelet redials after 2 failed heartbeats; from 1.20 the

@@ -3,7 +3,7 @@
 Read from commit 91a101c8, the code of the day the HA doc was written
 (``roles/kubernetes/preinstall/tasks/set_facts.yml`` and ``etchosts.yml``,
 ``roles/kubernetes/node/tasks/main.yml``). It differs from the doc's table
-(:mod:`hasim.rules.ha_mode_2016`) in three places (docs/model.md, "kargo's code of
+(:mod:`hasim.kubespray.rules.ha_mode_2016`) in three places (docs/model.md, "kargo's code of
 October 2016"):
 
 1. ``loadbalancer_apiserver_localhost`` is always false: the ``when:`` of the task meant
@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hasim.cluster import ETCD
-from hasim.endpoints import (
+from hasim.kubespray.cluster import ETCD
+from hasim.kubespray.endpoints import (
     Endpoints,
     HostView,
     LocalLB,
@@ -39,7 +39,7 @@ from hasim.endpoints import (
     lb_port,
     register,
 )
-from hasim.rules import ha_mode_2016, hosts_spelled_without, name_list
+from hasim.kubespray.rules import ha_mode_2016, hosts_spelled_without, name_list
 
 DEFAULT_DOMAIN = "lb-apiserver.kubernetes.local"
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hasim.scenario import Scenario
-from hasim.summarize import sweep_columns
-from hasim.topology import build_topology
+from hasim.batches.summarize import sweep_columns
+from hasim.graph.topology import build_topology
+from hasim.spec.scenario import Scenario
 
 #: Kinds of the ``health_checks`` table that are checks (the rest: ``connection``).
 CHECK_KINDS = ("active", "passive")
@@ -106,7 +106,7 @@ def expected_check_rate(scenario: Scenario) -> float:
     that
     check each apiserver / (``inter`` + d). 0 for nginx (no active checks) and for an
     HAProxy whose servers have no ``check``."""
-    from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec
+    from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec
 
     g = build_topology(scenario)
     spec = scenario.spec.balancers

@@ -8,7 +8,7 @@ In a notebook:
 
 Outside: :func:`run_notebook` executes a notebook with papermill in its own folder (its
 ``parameters`` cell overridden: results and figures go where the caller says) and writes
-the executed notebook and its HTML; ``python -m hasim.report`` does it for every notebook
+the executed notebook and its HTML; ``python -m hasim.analysis.report`` does it for every notebook
 of ``notebooks/`` into ``results/report/`` (``make report``). A notebook whose metadata
 says ``{"hasim": {"needs": "lab"}}`` is skipped with the reason when the lab's
 prerequisites (root, nginx, HAProxy...) are missing.
@@ -30,8 +30,9 @@ from typing import Any
 REPORT_DIR = Path("results/report")
 #: The modules a notebook may import from hasim: its public API for notebooks.
 NOTEBOOK_MODULES = frozenset({
-    "hasim", "hasim.compare", "hasim.formulas", "hasim.lab", "hasim.overhead", "hasim.plots",
-    "hasim.report", "hasim.summarize",
+    "hasim", "hasim.analysis.compare", "hasim.analysis.formulas", "hasim.lab",
+    "hasim.analysis.incidents", "hasim.analysis.overhead", "hasim.analysis.plots",
+    "hasim.analysis.report", "hasim.batches.summarize",
 })
 NOTEBOOK_DIR = Path("notebooks")
 DPI = 110
@@ -275,7 +276,7 @@ def notebooks(folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hasim.report",
+        prog="python -m hasim.analysis.report",
         description="Execute the notebooks into HTML and PNG (make report).")
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="notebooks to run (default: every notebooks/*.ipynb)")

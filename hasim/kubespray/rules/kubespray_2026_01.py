@@ -26,8 +26,8 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hasim.cluster import Cluster, Host
-from hasim.endpoints import (
+from hasim.kubespray.cluster import Cluster, Host
+from hasim.kubespray.endpoints import (
     CniAgent,
     Endpoints,
     HostView,
@@ -44,7 +44,7 @@ from hasim.endpoints import (
     local_lb_kind,
     register,
 )
-from hasim.rules import hosts_spelled_without, name_list
+from hasim.kubespray.rules import hosts_spelled_without, name_list
 
 DEFAULTS: Mapping[str, Any] = {
     "kube_apiserver_port": 6443,

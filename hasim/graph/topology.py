@@ -1,6 +1,7 @@
 """The topology: a networkx graph of every component on every host and whom it connects to.
 
-Built from :func:`hasim.endpoints.evaluate_endpoints` only, never from a second copy of the
+Built from :func:`hasim.kubespray.endpoints.evaluate_endpoints` only, never from a second copy of
+the
 rules: each URL a host is given is resolved to the component that answers it, the way the
 host would resolve it (``localhost``, ``/etc/hosts`` lines, addresses of other hosts).
 The simulator instantiates its parts from this graph, and the drawing draws it, so the
@@ -21,9 +22,9 @@ from urllib.parse import urlsplit
 
 import networkx as nx
 
-from hasim.cluster import MASTER, Cluster
-from hasim.endpoints import DEFAULT_RULES, Endpoints, evaluate_endpoints, get_rules
 from hasim.errors import ScenarioError
+from hasim.kubespray.cluster import MASTER, Cluster
+from hasim.kubespray.endpoints import DEFAULT_RULES, Endpoints, evaluate_endpoints, get_rules
 
 API_CLIENTS = ("kubelet", "kube-proxy")
 MASTER_CLIENTS = ("controller-manager", "scheduler")
@@ -59,7 +60,7 @@ def node_id(host: str, component: str) -> str:
 
 
 def build_topology(cluster_or_scenario: Any, rules: str | None = None) -> nx.DiGraph:
-    """The component graph of a :class:`~hasim.cluster.Cluster` or a scenario.
+    """The component graph of a :class:`~hasim.kubespray.cluster.Cluster` or a scenario.
 
     For a scenario, its rule set and its external LB instances and VIP are used; the graph
     attribute ``rules`` records the rule set, ``external_lb`` the LB's address and port.

@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 
 import networkx as nx
 
-from hasim.endpoints import ipwrap
 from hasim.errors import ScenarioError
-from hasim.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
-from hasim.topology import build_topology
-from hasim.units import format_duration
+from hasim.graph.topology import build_topology
+from hasim.kubespray.endpoints import ipwrap
+from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec, NginxSpec, Scenario
+from hasim.spec.units import format_duration
 
 
 def _ms(seconds: float) -> str:

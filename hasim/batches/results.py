@@ -3,7 +3,7 @@
 Layout of ``DIR``::
 
     runs.parquet               one row per run of the last batch (the index)
-    summary.csv                figures with confidence intervals (hasim.summarize)
+    summary.csv                figures with confidence intervals (hasim.batches.summarize)
     runs/run-<id>.json         completion marker of one run: its runs.parquet row
     configs/run-<id>.json      the run's resolved config (every knob, defaults included)
     <table>/run-<id>.parquet   one file per run per result table, with a ``run_id`` column

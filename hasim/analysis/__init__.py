@@ -1,0 +1,1 @@
+"""hasim's analysis: comparisons, overhead, closed forms, plots and the report."""

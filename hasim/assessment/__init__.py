@@ -1,0 +1,1 @@
+"""hasim's the assessment of a real cluster: layouts, tuning, verdict and report."""

@@ -1,0 +1,1 @@
+"""hasim's batches: runs, seeds, result directories and summaries."""

@@ -1,0 +1,1 @@
+"""hasim's the topology graph, its audit, drawing and rendered LB configurations."""

@@ -1,0 +1,1 @@
+"""hasim's the scenario: its schema, validation and units."""
