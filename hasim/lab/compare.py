@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 
 from hasim.analysis.plots import save_figure  # noqa: E402
 from hasim.lab.contention import METRICS as CONTENTION  # noqa: E402
+from hasim.lab.contention import kept_trials  # noqa: E402
 
 COLUMNS = ["source", "trial", "metric", "value", "scenario", "shift"]
 #: metric -> (relative, absolute): the sim's median agrees with the real one when
@@ -71,9 +72,14 @@ def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     bad = contended_trials(df)
     real = df[df["source"] == "real"]
     trials = {(str(s), int(t)) for s, t in zip(real["scenario"], real["trial"], strict=True)}
-    every = {s for s in {s for s, _ in trials}
-             if {k for k in trials if k[0] == s} <= bad}
-    drop = {k for k in bad if k[0] not in every}
+    every: set[str] = set()
+    drop: set[tuple[str, int]] = set()
+    for scenario in {s for s, _ in trials}:
+        mine = {k for k in trials if k[0] == scenario}
+        kept, all_of = kept_trials(mine, bad & mine)
+        drop |= mine - kept
+        if all_of:
+            every.add(scenario)
     if drop:
         key = pd.Series(list(zip(df["scenario"], df["trial"], strict=True)), index=df.index)
         df = df[(df["source"] != "real") | ~key.isin(drop)]

@@ -13,12 +13,26 @@ exceeds :data:`MAX_LOAD_PER_CPU` per CPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T", bound=Hashable)
 
 MAX_STEAL = 0.05
 MAX_LOAD_PER_CPU = 1.5
 #: What a real trial records of the machine, beside its own metrics (not compared).
 METRICS = ("load1", "steal_share", "busy_share", "contended")
+
+
+def kept_trials(trials: Collection[T], contended: Collection[T]) -> tuple[set[T], bool]:
+    """The real trials a verdict uses: those not taken under contention, or every one when
+    all were (a verdict on a loaded machine rather than none); and whether all were. The
+    one rule of ``judge.judge`` (one cell's trials) and ``compare.side_by_side`` (each
+    scenario's)."""
+    mine, bad = set(trials), set(contended)
+    every = bool(mine) and mine <= bad
+    return (mine if every else mine - bad), every
 
 
 def _cpu_times() -> list[int] | None:

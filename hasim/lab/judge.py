@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hasim.lab.contention import kept_trials
+
 
 def real_rows(label: str, trials: int, trial: Callable[[], dict[str, Any]]
                ) -> list[dict[str, Any]]:
@@ -40,8 +42,8 @@ def judge(df: pd.DataFrame, metric: str = "election_s") -> dict[str, Any]:
     flags = real_rows[real_rows["metric"] == "contended"].set_index("trial")["value"]
     bad = set(flags[flags > 0].index)
     measured = real_rows[real_rows["metric"] == metric]
-    every = bool(len(measured)) and set(measured["trial"]) <= bad
-    mine = measured if every else measured[~measured["trial"].isin(bad)]
+    kept, every = kept_trials(measured["trial"], bad)
+    mine = measured[measured["trial"].isin(kept)]
     real = mine["value"].to_numpy()
     sim = df[(df["source"] == "sim") & (df["metric"] == metric)]["value"].to_numpy()
     mr, ms = float(np.median(real)), float(np.median(sim))
