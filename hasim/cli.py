@@ -127,14 +127,14 @@ def cmd_topology(args: argparse.Namespace) -> int:
     """Summarise the topology; audit it and draw it on request."""
     from hasim.graph.audit import audit, format_audit
     from hasim.graph.topology import build_topology
+    from hasim.graph.topology import hosts as graph_hosts
 
     subject, rules = _cluster_and_rules(args.path, args.rules)
     g = build_topology(subject, rules)
     counts: dict[str, int] = {}
     for _, d in g.nodes(data=True):
         counts[d["component"]] = counts.get(d["component"], 0) + 1
-    # Virtual nodes (a VIP, the in-cluster Service) are no hosts.
-    hosts = len({d["host"] for _, d in g.nodes(data=True) if not d.get("virtual")})
+    hosts = len(graph_hosts(g))
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"topology of {args.path} ({rules}): {hosts} hosts, {g.number_of_nodes()} components,"
           f" {g.number_of_edges()} connections")

@@ -27,6 +27,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
+from hasim.graph.topology import hosts as graph_hosts  # noqa: E402
+
 _COLOURS = {
     "kubelet": "#9ecae1",
     "kube-proxy": "#9ecae1",
@@ -99,11 +101,6 @@ def summarize(g: nx.DiGraph) -> nx.DiGraph:
         b = f"{rep[g.nodes[v]['host']][0]}/{g.nodes[v]['component']}"
         out.add_edge(a, b, **d)
     return out
-
-
-def _virtual_hosts(g: nx.DiGraph) -> set[str]:
-    """The pseudo-hosts of virtual nodes (a VIP, the in-cluster Service)."""
-    return {d["host"] for _, d in g.nodes(data=True) if d.get("virtual")}
 
 
 def _label(node: str, d: dict[str, object]) -> str:
@@ -224,7 +221,7 @@ def topology_figure(g: nx.DiGraph, max_hosts: int = 12, title: str = "") -> Figu
         loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False,
     )
     ax.set_title(title or f"{g.graph.get('source', '')} ({g.graph.get('rules', '')}): "
-                 f"{len({h for h in hosts if h not in _virtual_hosts(g)})} hosts, "
+                 f"{len(graph_hosts(g))} hosts, "
                  f"{g.number_of_nodes()} components", fontsize=11)
     # Fixed margins (title above, legend below) instead of tight_layout, which would cost
     # a full extra rendering; the axes then fill the figure between them.

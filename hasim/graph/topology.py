@@ -309,6 +309,12 @@ def _client_class(component: str, groups: frozenset[str]) -> str:
     return f"{component}@{'kube-master' if MASTER in groups else 'kube-node'}"
 
 
+def hosts(g: nx.DiGraph) -> set[str]:
+    """The graph's hosts: every node's host but the pseudo-hosts of virtual nodes (the VIP,
+    the in-cluster Service)."""
+    return {d["host"] for _, d in g.nodes(data=True) if not d.get("virtual")}
+
+
 def components(g: nx.DiGraph, component: str) -> list[str]:
     """Nodes of one component kind, in graph (inventory) order."""
     return [n for n, d in g.nodes(data=True) if d["component"] == component]

@@ -320,15 +320,20 @@ def sim_trials(heartbeat_ms: int, election_ms: int, trials: int, seed: int = 0,
     return out
 
 
+def label(name: str, pre_vote: bool = False, stop: bool = False) -> str:
+    """An election cell's name: the setting, and its variant."""
+    return f"etcd {name}" + (" pre-vote" if pre_vote else "") + (" stop" if stop else "")
+
+
 def cell(name: str, trials: int, sim_trials_n: int = 200, pre_vote: bool = False,
          stop: bool = False) -> pd.DataFrame:
     """Real and simulated trials of one setting, in the lab's long format: ``cell``,
     ``source`` (real/sim), ``trial``, ``metric``, ``value``."""
     hb, el = SETTINGS[name]
-    label = f"etcd {name}" + (" pre-vote" if pre_vote else "") + (" stop" if stop else "")
-    rows = real_rows(label, trials, lambda: real_trial(hb, el, pre_vote, stop))
+    name_ = label(name, pre_vote, stop)
+    rows = real_rows(name_, trials, lambda: real_trial(hb, el, pre_vote, stop))
     for i, r in enumerate(sim_trials(hb, el, sim_trials_n, pre_vote=pre_vote, stop=stop)):
-        rows += [{"cell": label, "source": "sim", "trial": i, "metric": k, "value": float(r[k])}
+        rows += [{"cell": name_, "source": "sim", "trial": i, "metric": k, "value": float(r[k])}
                  for k in ("election_s", "rounds")]
     return pd.DataFrame(rows)
 
@@ -389,8 +394,7 @@ def run_cells(out: str | os.PathLike[str], trials: int,
     for name, timeouts in cells:
         df = cell(name, trials, pre_vote=pre_vote)
         frames.append(df)
-        report(f"etcd {name}{' pre-vote' if pre_vote else ''}: leader killed -> new leader",
-               judge(df))
+        report(f"{label(name, pre_vote)}: leader killed -> new leader", judge(df))
         terms = second_terms(df)
         print("  in a second term or later: "
               + ", ".join(f"{src} {k} of {n}" for src, (k, n) in sorted(terms.items())),
@@ -398,7 +402,8 @@ def run_cells(out: str | os.PathLike[str], trials: int,
         if stop:
             sdf = cell(name, trials, pre_vote=pre_vote, stop=True)
             frames.append(sdf)
-            report(f"etcd {name}: leader stopped (SIGTERM) -> new leader", judge(sdf))
+            report(f"{label(name, pre_vote)}: leader stopped (SIGTERM) -> new leader",
+                   judge(sdf))
         for t in timeouts:
             wdf = write_cell(name, t, trials)
             frames.append(wdf)

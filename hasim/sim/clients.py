@@ -481,18 +481,24 @@ class Reflector(Client):
         return outcome
 
 
-class KubeProxy(Reflector):
+class DaemonSetPod(Reflector):
+    """A client that runs as a pod on every node: it starts after its kubelet has
+    registered the node, 2-10 s into the run."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
+        super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)), **kwargs)
+
+
+class KubeProxy(DaemonSetPod):
     """kube-proxy: its services reflector (over HTTP/1.1 its endpoints watch is a second
     :class:`Reflector` of the same process, started with it)."""
 
     __slots__ = ()
 
-    def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
-        # kube-proxy runs as a pod: it starts after its kubelet has registered the node.
-        super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)), **kwargs)
 
-
-class CniAgent(Reflector):
+class CniAgent(DaemonSetPod):
     """Today's CNI agent as an apiserver client (calico-node with its Kubernetes datastore,
     flannel's ``--kube-subnet-mgr``, cilium): a DaemonSet pod that lists and watches the
     apiserver through client-go, like kube-proxy, on one HTTP/2 connection. Its watches
@@ -500,10 +506,6 @@ class CniAgent(Reflector):
     working and new pods wait."""
 
     __slots__ = ()
-
-    def __init__(self, *args: Any, rng: np.random.Generator, **kwargs: Any) -> None:
-        # A pod, like kube-proxy: it starts after its kubelet has registered the node.
-        super().__init__(*args, rng=rng, offset=float(rng.uniform(2.0, 10.0)), **kwargs)
 
 
 @builds("kubelet", stage="clients")
@@ -513,13 +515,9 @@ def _build_kubelet(m: Model, node: str, d: dict[str, Any]) -> None:
     spec, host = m.spec, d["host"]
     k = Kubelet(m.env, m.net, m.rec, m.apis, host, "kubelet", m.dialer_for(node), spec.clients,
                 kubelet=spec.kubelet, state=m.state, rng=m.rng["clients"])
-    m.starters.append(k)
+    m.add_client(k, d)
     m.nodes.append(host)
-    m.clients[k.name] = (host, d["client_class"])
-    if spec.clients.disable_http2:  # one connection per watch
-        m.starters += [Reflector(m.env, m.net, m.rec, m.apis, host, "kubelet",
-                                 m.dialer_for(node), spec.clients, rng=m.rng["clients"],
-                                 offset=k.boot) for _watch in KUBELET_WATCHES]
+    _watch_connections(m, node, d, KUBELET_WATCHES, k.boot)
 
 
 @builds("kube-proxy", stage="clients")
@@ -529,19 +527,23 @@ def _build_kube_proxy(m: Model, node: str, d: dict[str, Any]) -> None:
     spec, host = m.spec, d["host"]
     p = KubeProxy(m.env, m.net, m.rec, m.apis, host, "kube-proxy", m.dialer_for(node),
                   spec.clients, rng=m.rng["clients"])
-    m.starters.append(p)
-    m.clients[p.name] = (host, d["client_class"])
-    if spec.clients.disable_http2:
-        m.starters += [Reflector(m.env, m.net, m.rec, m.apis, host, "kube-proxy",
-                                 m.dialer_for(node), spec.clients, rng=m.rng["clients"],
-                                 offset=p.offset) for _watch in KUBE_PROXY_WATCHES[1:]]
+    m.add_client(p, d)
+    _watch_connections(m, node, d, KUBE_PROXY_WATCHES[1:], p.offset)
+
+
+def _watch_connections(m: Model, node: str, d: dict[str, Any], watches: tuple[str, ...],
+                       offset: float) -> None:
+    """Over HTTP/1.1 (``clients.disable_http2``) each further watch of a client process is
+    a :class:`Reflector` on a connection of its own, started with the process."""
+    if m.spec.clients.disable_http2:
+        m.starters += [Reflector(m.env, m.net, m.rec, m.apis, d["host"], d["component"],
+                                 m.dialer_for(node), m.spec.clients, rng=m.rng["clients"],
+                                 offset=offset) for _watch in watches]
 
 
 @builds("calico-node", "kube-flannel", "cilium", stage="clients")
 def _build_cni_agent(m: Model, node: str, d: dict[str, Any]) -> None:
     if d["host"] in m.skip:
         return
-    a = CniAgent(m.env, m.net, m.rec, m.apis, d["host"], d["component"], m.dialer_for(node),
-                 m.spec.clients, rng=m.rng["cni"])
-    m.starters.append(a)
-    m.clients[a.name] = (d["host"], d["client_class"])
+    m.add_client(CniAgent(m.env, m.net, m.rec, m.apis, d["host"], d["component"],
+                          m.dialer_for(node), m.spec.clients, rng=m.rng["cni"]), d)

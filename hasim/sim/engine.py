@@ -26,6 +26,7 @@ import hasim.sim.nginx
 import hasim.sim.service
 import hasim.sim.vip  # noqa: F401
 from hasim.graph.topology import build_topology
+from hasim.graph.topology import hosts as graph_hosts
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.availability import ETCD_QUORUM, structural
 from hasim.sim.etcd import EtcdCluster, request_timeout
@@ -49,11 +50,6 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
         p: np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(i,)))
         for i, p in enumerate(PURPOSES)
     }
-
-
-def _proc(node: str, g: Any) -> Proc:
-    d = g.nodes[node]
-    return (d["host"], d["component"])
 
 
 def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
@@ -120,7 +116,7 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
         "scenario": spec.name,
         "seed": seed,
         "duration_s": spec.duration,
-        "hosts": len({d["host"] for _, d in g.nodes(data=True) if not d.get("virtual")}),
+        "hosts": len(graph_hosts(g)),
         "nodes": len(nodes) + sum(1 for _, d in g.nodes(data=True)
                                   if d["component"] == "kubelet" and d["host"] in skip),
         "events": int(events),
@@ -190,7 +186,7 @@ def _structural(scenario: Scenario, g: Any, env: Environment, net: Network, rec:
         "scenario": spec.name,
         "seed": seed,
         "duration_s": spec.duration,
-        "hosts": len({d["host"] for _, d in g.nodes(data=True) if not d.get("virtual")}),
+        "hosts": len(graph_hosts(g)),
         "nodes": sum(1 for _, d in g.nodes(data=True) if d["component"] == "kubelet"),
         "events": int(events),
         "wall_s": time.perf_counter() - wall0,

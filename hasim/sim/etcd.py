@@ -21,7 +21,7 @@ restarts it after 15 s (``RestartSec=15s``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from functools import partial
 from typing import Any
 
@@ -94,9 +94,11 @@ class EtcdCluster:
         net.on_change.append(self._on_change)
 
     # -- what clients can reach ---------------------------------------------------------------
-    def _connected(self, m: Proc) -> int:
+    def _connected(self, m: Proc, leaving: Collection[Proc] = ()) -> int:
+        """Members up and reachable from ``m`` (itself included), less those ``leaving``."""
         net = self.net
-        return sum(1 for o in self.members if net.is_alive(o) and net.reachable(m[0], o[0]))
+        return sum(1 for o in self.members
+                   if o not in leaving and net.is_alive(o) and net.reachable(m[0], o[0]))
 
     def has_quorum(self, m: Proc) -> bool:
         """Whether member ``m`` is up and connected to a majority (itself included)."""
@@ -176,8 +178,7 @@ class EtcdCluster:
         for m in self.members:
             if (m != lead and m not in procs and net.is_alive(m)
                     and net.reachable(lead[0], m[0])
-                    and sum(1 for o in self.members if o not in procs and net.is_alive(o)
-                            and net.reachable(m[0], o[0])) >= self.quorum):
+                    and self._connected(m, procs) >= self.quorum):
                 self._transferee = m
                 return
 
@@ -280,14 +281,12 @@ class EtcdCluster:
         after now (:meth:`_next_campaign`), on the member's tick."""
         now = self.env.now
         top = max(r.term for r in st.values())
-        h = self.timers.h
         for m in live:
             r = st[m]
             r.term = r.voted = top
             r.lead = False
             if r.fire < now:
-                nxt = self._next_campaign(r.fire, now)
-                r.fire = r.phase + math.ceil((nxt - r.phase) / h - 1e-9) * h
+                r.fire = self.timers.tick_from(r.phase, self._next_campaign(r.fire, now))
 
     def _next_campaign(self, since: float, now: float) -> float:
         """The first campaign after ``now`` of a member that has campaigned in vain every
@@ -500,7 +499,5 @@ def _build_flannel(m: Model, node: str, d: dict[str, Any]) -> None:
     if d["host"] in m.skip:
         return
     proxy, direct = m.etcd_path(node)
-    f = Flannel(m.env, m.net, m.rec, d["host"], m.etcd, proxy, direct[0] if direct else None,
-                m.rng["clients"])
-    m.starters.append(f)
-    m.clients[f.name] = (d["host"], d["client_class"])
+    m.add_client(Flannel(m.env, m.net, m.rec, d["host"], m.etcd, proxy,
+                         direct[0] if direct else None, m.rng["clients"]), d)

@@ -35,7 +35,7 @@ from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
-from hasim.spec.scenario import _HAProxyBase
+from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec, _HAProxyBase
 
 
 class HealthCounter:
@@ -370,8 +370,6 @@ class HAProxy:
 @builds("lb:haproxy", "external-lb:haproxy", stage="balancers")
 def _build_haproxy(m: Model, node: str, d: dict[str, Any]) -> None:
     """A local HAProxy (kubespray's template) or an instance of the external LB."""
-    from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec
-
     comp, spec = d["component"], m.spec
     servers = [m.proc(v) for v in m.g.successors(node)]
     if d["host"] in m.skip:  # a sampled-out node: its checks run in aggregate

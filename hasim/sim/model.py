@@ -120,6 +120,11 @@ class Model:
         return [v for v in g.successors(node)
                 if purpose is None or g.edges[node, v]["purpose"] == purpose]
 
+    def add_client(self, client: Any, d: dict[str, Any]) -> None:
+        """A client process of graph node ``d``: started with the others, and tabled."""
+        self.starters.append(client)
+        self.clients[client.name] = (d["host"], d["client_class"])
+
     def dialer_for(self, node: str) -> Any:
         """What a client on ``node`` dials for the apiserver: the part answering its first
         apiserver connection, or that apiserver itself."""

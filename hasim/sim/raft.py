@@ -78,6 +78,11 @@ class RaftTimers:
         h = self.h
         return math.floor((until - phase) / h + _EPS) - math.floor((since - phase) / h + _EPS)
 
+    def tick_from(self, phase: float, at: float) -> float:
+        """The first tick at or after ``at``."""
+        h = self.h
+        return phase + math.ceil((at - phase) / h - _EPS) * h
+
     def last_tick(self, phase: float, at: float) -> float:
         """The latest tick at or before ``at`` (a leader's last heartbeat)."""
         h = self.h

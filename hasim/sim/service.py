@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from hasim.sim.apiserver import Apiservers
+from hasim.sim.clients import DirectDialer
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
-from hasim.sim.network import OK, REFUSED, Network, Proc, Session
+from hasim.sim.network import REFUSED, Network, Proc, Session
 from hasim.sim.records import Recorder
 
 RECONCILE_INTERVAL = 10.0
@@ -43,13 +44,13 @@ class KubernetesService:
         self.env, self.net, self.rec, self.apis = env, net, rec, apis
         self.backends = list(backends)
         self.rng = rng
-        self.syn_timeout = syn_timeout or net.syn_give_up
         self.name = "service/kubernetes"
         #: Each apiserver's reconcile loop phase, and when it last renewed its lease key.
         self.phase = {b: float(rng.uniform(0.0, RECONCILE_INTERVAL)) for b in self.backends}
         self.renewed = {b: self.phase[b] - RECONCILE_INTERVAL for b in self.backends}
         #: The Service's endpoints now, in backend order.
         self.endpoints: list[Proc] = list(self.backends)
+        self._direct = {b: DirectDialer(env, net, b, syn_timeout) for b in self.backends}
 
     def start(self) -> None:
         for b in self.backends:
@@ -86,19 +87,14 @@ class KubernetesService:
         self.endpoints = endpoints
 
     def open_session(self, client: Proc) -> Generator[Wait, Any, Session | str]:
-        """A new connection to the ClusterIP, DNATed to a random endpoint."""
+        """A new connection to the ClusterIP, DNATed to a random endpoint, then dialled as
+        that apiserver would be directly."""
         eps = self.endpoints
         if not eps:  # kube-proxy rejects a Service without endpoints (ICMP: refused)
             yield self.env.sleep(0.0)
             return REFUSED
         target = eps[int(self.rng.integers(len(eps)))] if len(eps) > 1 else eps[0]
-        outcome = yield from self.net.dial(client[0], target, self.syn_timeout)
-        if outcome == OK:
-            yield self.env.sleep(self.net.rtt)  # then TLS
-            return Session(self.net, client, [(client[0], target)], target)
-        if outcome == REFUSED:
-            return REFUSED
-        return "timeout"
+        return (yield from self._direct[target].open_session(client))
 
 
 @builds("service", stage="service")

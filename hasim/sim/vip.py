@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 import simpy
 
+from hasim.sim.clients import DirectDialer
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import OK, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
-from hasim.spec.scenario import VipSpec
+from hasim.spec.scenario import ExternalHAProxySpec, VipSpec
 
 VIP_PROC: Proc = ("vip", "vip")
 TIMEOUT = "timeout"
@@ -442,9 +443,6 @@ class Vip:
 
 @builds("vip", stage="vip")
 def _build_vip(m: Model, node: str, d: dict[str, Any]) -> None:
-    from hasim.sim.clients import DirectDialer
-    from hasim.spec.scenario import ExternalHAProxySpec
-
     spec = m.spec
     behind = list(m.g.successors(node))
     targets = [m.entries[v] if v in m.entries else
