@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hasim.analysis.failover import workers
 from hasim.analysis.formulas import keepalived_takeover_window, kube_vip_takeover_window
 from hasim.analysis.overhead import steady_rates
 from hasim.analysis.report import fmt
@@ -49,10 +50,6 @@ class Judged:
     windows: dict[str, tuple[float, float]]
 
 
-def _workers(scenario: Any) -> list[str]:
-    return list(scenario.cluster.members("kube-node"))
-
-
 def judge_incidents(results: Any, scenarios: Mapping[str, Any]) -> Judged:
     """Each incident of :data:`REPORTED` judged on ``results`` (a batch that ran
     ``scenarios``, keyed like :data:`REPORTED`) by its stated criterion."""
@@ -68,7 +65,7 @@ def judge_incidents(results: Any, scenarios: Mapping[str, Any]) -> Judged:
 
     # KS #2150: share of workers NotReady over time
     s = scenarios["KS #2150"]
-    w, ids = _workers(s), runs_of("KS #2150")["run_id"]
+    w, ids = workers(s), runs_of("KS #2150")["run_id"]
     t = np.linspace(0, s.spec.duration, 400)
     sel = ns[ns["run_id"].isin(ids) & ns["host"].isin(w)]
     share_t = np.array([((sel["not_ready_at"] <= x) & ~(sel["ready_at"] <= x)).sum()
@@ -83,7 +80,7 @@ def judge_incidents(results: Any, scenarios: Mapping[str, Any]) -> Judged:
 
     # k8s #121793: workers NotReady at grace 40 vs 50
     s = scenarios["k8s #121793"]
-    w, r = _workers(s), runs_of("k8s #121793")
+    w, r = workers(s), runs_of("k8s #121793")
     cnt = (ns[ns["run_id"].isin(r["run_id"]) & ns["host"].isin(w)].groupby("run_id")["host"]
            .nunique().reindex(r["run_id"], fill_value=0))
     by_g = cnt.groupby(r.set_index("run_id")["point"], sort=False).mean()
@@ -96,7 +93,7 @@ def judge_incidents(results: Any, scenarios: Mapping[str, Any]) -> Judged:
 
     # k8s #48638: NotReady gaps with legacy clients
     s = scenarios["k8s #48638"]
-    w, ids = _workers(s), runs_of("k8s #48638")["run_id"]
+    w, ids = workers(s), runs_of("k8s #48638")["run_id"]
     gaps = ns[ns["run_id"].isin(ids) & ns["host"].isin(w)]["duration_s"]
     panels["k8s #48638"] = ("NotReady gap of a worker (min)", gaps / 60, None)
     rows.append(("k8s #48638", f"median NotReady gap {fmt(gaps.median() / 60, 'min')} "
@@ -109,7 +106,7 @@ def judge_incidents(results: Any, scenarios: Mapping[str, Any]) -> Judged:
     s = scenarios["KS #655"]
     rr = steady_rates(results)
     rr = rr[rr["scenario"] == s.name]
-    per_node = rr["connections_per_apiserver_s"] * rr["apiservers"] / len(_workers(s)) * 3
+    per_node = rr["connections_per_apiserver_s"] * rr["apiservers"] / len(workers(s)) * 3
     per_node.index = rr["balancers.local.proxy_timeout"].astype(str)
     per_node = per_node.groupby(level=0, sort=False).mean()
     panels["KS #655"] = ("new connections per node every 3 s", list(per_node.index),

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hasim.analysis.report import fmt  # noqa: E402
+
 
 def failover_ecdf(
     failovers: Mapping[str, pd.DataFrame], path: str | Path, title: str | None = None
@@ -298,3 +300,30 @@ def ecdf_on(ax: Any, samples: Mapping[str, Any], xmin: float = 0.1,
     ax.set_xlim(xmin, top * 1.5)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3, which="both")
+
+
+def heatmap_on(ax: Any, grid: pd.DataFrame, cmap: str = "Reds", label: str | None = None,
+               shade: pd.DataFrame | None = None, rotation: float = 0, fontsize: float = 8
+               ) -> Any:
+    """``grid`` (rows x columns, in their order) as an annotated heat map on ``ax``.
+
+    Each cell shows its value (``-`` where there is none) in white on the darker cells.
+    The colours follow ``shade`` if given (e.g. a log of the values, so that one huge cell
+    does not wash out the rest), else the values, from 0. ``label``: a colour bar with it.
+    """
+    values = grid.to_numpy(dtype=float)
+    colour = values if shade is None else shade.to_numpy(dtype=float)
+    finite = colour[np.isfinite(colour)]
+    top = float(finite.max()) if len(finite) else 1.0
+    im = ax.imshow(colour, cmap=cmap, aspect="auto", vmin=min(0.0, float(finite.min()))
+                   if len(finite) else 0.0, vmax=top if top > 0 else 1.0)
+    for (r, c), v in np.ndenumerate(values):
+        dark = np.isfinite(colour[r, c]) and top > 0 and colour[r, c] > 0.6 * top
+        ax.text(c, r, "-" if np.isnan(v) else fmt(v), ha="center", va="center",
+                fontsize=fontsize, color="white" if dark else "black")
+    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], rotation=rotation,
+                  ha="right" if rotation else "center", fontsize=fontsize)
+    ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index], fontsize=fontsize)
+    if label is not None:
+        ax.figure.colorbar(im, ax=ax, label=label)
+    return im

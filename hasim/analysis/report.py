@@ -30,7 +30,8 @@ from typing import Any
 REPORT_DIR = Path("results/report")
 #: The modules a notebook may import from hasim: its public API for notebooks.
 NOTEBOOK_MODULES = frozenset({
-    "hasim", "hasim.analysis.claims", "hasim.analysis.compare", "hasim.analysis.formulas",
+    "hasim", "hasim.analysis.checkload", "hasim.analysis.claims", "hasim.analysis.compare",
+    "hasim.analysis.failover", "hasim.analysis.formulas",
     "hasim.lab",
     "hasim.analysis.incidents", "hasim.analysis.overhead", "hasim.analysis.plots",
     "hasim.analysis.report", "hasim.batches.summarize",
