@@ -109,6 +109,36 @@ def test_nginx_sends_no_checks(default_mode: Any) -> None:
                for f in lo["faults"])
 
 
+def test_figures_and_findings_of_the_default_mode(default_mode: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    from hasim.analysis.report import figure_problems
+    from hasim.assessment import figures
+
+    a = default_mode
+    never = figures.never_back(a)
+    # the default layout's node clients talk to master1 only: its crash, one of the two
+    # master crashes, strands every one of them; behind a local nginx none
+    assert never["default"] == pytest.approx(0.5)
+    assert never["local-nginx"] == 0
+    assert "50 % of the worker-node clients of the default layout" in figures.failover_finding(a)
+    worst = a.damage.loc[a.damage["client_time_lost_s_mean"].idxmax()]
+    assert f"**{worst['layout']}** under **{worst['fault']}**" in figures.damage_finding(a)
+    assert figures.tuning_front(a) is None  # tuning=False: nothing to draw
+    for fig in (figures.damage(a), figures.failover_ecdf(a), figures.check_load(a)):
+        try:
+            assert figure_problems(fig) == []
+        finally:
+            plt.close(fig)
+    heat = figures.damage(a)
+    try:
+        cells = a.damage.groupby(["layout", "fault"]).size()
+        shown = [t.get_text() for t in heat.axes[0].texts if t.get_text() != "-"]
+        assert len(shown) == len(cells)
+    finally:
+        plt.close(heat)
+
+
 def test_assessment_json_is_the_documented_shape(default_mode: Any) -> None:
     doc = json.loads((default_mode.out / "assessment.json").read_text())
     assert {"cluster", "current", "layouts", "recommendation", "warnings"} <= set(doc)

@@ -31,10 +31,10 @@ REPORT_DIR = Path("results/report")
 #: The modules a notebook may import from hasim: its public API for notebooks.
 NOTEBOOK_MODULES = frozenset({
     "hasim", "hasim.analysis.checkload", "hasim.analysis.claims", "hasim.analysis.compare",
-    "hasim.analysis.failover", "hasim.analysis.formulas",
+    "hasim.analysis.failover", "hasim.analysis.formulas", "hasim.analysis.modes",
     "hasim.lab",
     "hasim.analysis.incidents", "hasim.analysis.overhead", "hasim.analysis.plots",
-    "hasim.analysis.report", "hasim.batches.summarize",
+    "hasim.analysis.report", "hasim.assessment.figures", "hasim.batches.summarize",
 })
 NOTEBOOK_DIR = Path("notebooks")
 DPI = 110

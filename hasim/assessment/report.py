@@ -10,10 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from hasim.analysis.compare import NODE_CLASSES
-from hasim.spec.units import parse_duration
+from hasim.assessment import figures
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
@@ -29,22 +26,10 @@ img{max-width:100%}.bad{background:#f8d7da}.mid{background:#fff3cd}.good{backgro
 small{color:#555}
 """
 
-FIG_W = 10
-
-
-def _plt() -> Any:
-    """matplotlib's pyplot on the Agg backend (no display: the figures go into the page)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _png(fig: Any, a: Any = None, name: str | None = None) -> str:
     """The figure as a data: URI; also ``a.out/NAME.png`` when given (for docs, slides)."""
-    plt = _plt()
+    import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
@@ -90,96 +75,18 @@ def _severity(cell: Mapping[str, Any]) -> str:
 
 
 def _ecdf_figure(a: Any) -> str | None:
-    from hasim.assessment.assess import RUN_DURATION
-
-    plt = _plt()
-
-    if a.cells is None or a.cells.empty:
-        return None
-    v = a.victims()
-    if v.empty:
-        return None
-    v = v[v["client_class"].isin(NODE_CLASSES) & v["kind"].isin(["crash", "poweroff",
-                                                                   "partition"])]
-    if v.empty:
-        return None
-    fig, ax = plt.subplots(figsize=(FIG_W, 4.2))
-    styles = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))]
-    for i, (layout, g) in enumerate(v.groupby("layout", sort=False)):
-        cut = g[g["cut_off"]]
-        n = len(g)
-        if n == 0:
-            continue
-        lat = np.sort(np.where(np.isfinite(cut["latency_s"]), cut["latency_s"], np.inf))
-        finite = lat[np.isfinite(lat)]
-        # Share of the node clients back within t (never cut off counts as back at 0).
-        # ...drawn to the end of the window, so that a layout where no one comes back
-        # still shows as a line.
-        end = parse_duration(RUN_DURATION) - float(g["fault_at"].iloc[0])
-        xs = np.concatenate([[0.0], finite, [end]])
-        ys = (n - len(cut) + np.concatenate([np.arange(0, len(finite) + 1),
-                                             [len(finite)]])) / n
-        ax.step(xs, ys, where="post", linestyle=styles[i % len(styles)], linewidth=1.8,
-                label=f"{layout} ({len(lat) - len(finite)} of {n} "
-                "never back)")
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("seconds after the master fault (log scale beyond 1 s)")
-    ax.set_ylabel("share of node clients working again")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("How fast do kubelets and kube-proxies on worker nodes get through again "
-                 "after a master crash, power-off or partition?")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig, a, "failover-ecdf")
+    fig = figures.failover_ecdf(a)
+    return None if fig is None else _png(fig, a, "failover-ecdf")
 
 
 def _load_figure(a: Any) -> str | None:
-    plt = _plt()
-
-    d = a.damage
-    if d is None or d.empty:
-        return None
-    g = d.groupby("layout", sort=False)[["checks_per_apiserver_s_mean",
-                                          "connections_per_apiserver_s_mean"]].mean()
-    fig, ax = plt.subplots(figsize=(FIG_W, 3.6))
-    x = np.arange(len(g))
-    ax.bar(x - 0.2, g["checks_per_apiserver_s_mean"].fillna(0), 0.4, label="health checks")
-    ax.bar(x + 0.2, g["connections_per_apiserver_s_mean"].fillna(0), 0.4,
-           label="new connections (TLS handshakes)")
-    ax.set_xticks(x, list(g.index), rotation=15, ha="right")
-    ax.set_ylabel("per apiserver per second")
-    ax.set_title("How much health-check and connection load does each layout put on every "
-                 "apiserver?")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig, a, "check-load")
+    fig = figures.check_load(a)
+    return None if fig is None else _png(fig, a, "check-load")
 
 
 def _pareto_figure(a: Any) -> str | None:
-    plt = _plt()
-
-    t = a.tuning
-    if t is None or t.empty:
-        return None
-    fig, ax = plt.subplots(figsize=(FIG_W, 4.2))
-    safe, unsafe = t[t["safe"]], t[~t["safe"]]
-    ax.scatter(unsafe["p95_failover_s"], unsafe["checks_per_apiserver_s"], marker="x",
-               color="#c44", label="more nodes NotReady or clients never back")
-    ax.scatter(safe["p95_failover_s"], safe["checks_per_apiserver_s"], color="#888",
-               label="other settings")
-    front = t[t["front"]].sort_values("p95_failover_s")
-    ax.plot(front["p95_failover_s"], front["checks_per_apiserver_s"], "o-", color="#1f77b4",
-            label="Pareto front")
-    k = t[t["knee"]]
-    ax.scatter(k["p95_failover_s"], k["checks_per_apiserver_s"], s=160, facecolors="none",
-               edgecolors="#2a2", linewidths=2, label=f"knee: {k['label'].iloc[0]}")
-    ax.set_xlabel("p95 failover of the cut-off clients (s), mean of a crash and a power-off")
-    ax.set_ylabel("health checks per apiserver per second")
-    ax.set_title(f"Which timers of {a.recommendation['layout']} trade failover latency "
-                 "against check load best?")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig, a, "tuning-front")
+    fig = figures.tuning_front(a)
+    return None if fig is None else _png(fig, a, "tuning-front")
 
 
 def render_html(a: Any) -> str:
