@@ -13,6 +13,7 @@ client-go configures it), judged by :mod:`hasim.lab.judge` and gathered by
 
 from hasim.lab.chain import chain_table, load_chain, run_chain
 from hasim.lab.compare import TOLERANCE, agrees, format_table, side_by_side
+from hasim.lab.figures import chain_figure, chain_finding, lb_figure, lb_finding
 from hasim.lab.lab import load_lab, measure_scenario, run_lab, run_matrix
 from hasim.lab.load import LoadSpec
 from hasim.lab.matrix import calibration_matrix, lab_scenario
@@ -24,9 +25,13 @@ __all__ = [
     "LoadSpec",
     "agrees",
     "calibration_matrix",
+    "chain_figure",
+    "chain_finding",
     "chain_table",
     "format_table",
     "lab_scenario",
+    "lb_figure",
+    "lb_finding",
     "load_chain",
     "load_lab",
     "measure_scenario",
