@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 import hasim
-from hasim.analysis.incidents import REPORTED, incidents_figure, judge_incidents
+from hasim.analysis.incidents import (
+    REPORTED,
+    WHY_MISSED,
+    incidents_figure,
+    incidents_finding,
+    judge_incidents,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = {
@@ -58,3 +64,17 @@ def test_the_figure_has_a_panel_per_incident(judged) -> None:
         assert any("KS #655" in x for x in titles) and any("VIP" in x for x in titles)
     finally:
         plt.close(fig)
+
+
+def test_the_finding_counts_the_verdicts_and_says_why_one_was_missed(judged) -> None:
+    _, j = judged
+    t = j.table
+    missed = t[t["reproduced?"] != "yes"]
+    text = incidents_finding(j)
+    assert text.startswith(f"**Finding.** {len(t) - len(missed)} of {len(t)} reports")
+    for _, r in missed.iterrows():
+        assert f"**{r['incident']}** ({r['model']}" in text
+        if r["incident"] in WHY_MISSED:
+            assert WHY_MISSED[r["incident"]] in text
+    if missed.empty:
+        assert "Not reproduced" not in text
