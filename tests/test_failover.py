@@ -10,13 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import pytest
 
 import hasim
 from hasim.analysis import failover
-from hasim.analysis.plots import heatmap_on
 from hasim.analysis.report import figure_problems, fmt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,17 +117,3 @@ def test_the_http2_ping_not_nginx_bounds_the_failover(swept) -> None:
     finally:
         plt.close(fig)
 
-
-def test_a_heat_map_annotates_every_cell() -> None:
-    grid = pd.DataFrame([[1.0, np.nan], [3.0, 40.0]], index=["a", "b"], columns=["x", "y"])
-    fig, ax = plt.subplots()
-    try:
-        heatmap_on(ax, grid, label="things")
-        texts = [t.get_text() for t in ax.texts]
-        assert texts == ["1", "-", "3", "40"]
-        white = [t.get_text() for t in ax.texts if t.get_color() == "white"]
-        assert white == ["40"]  # only the cell above 0.6 of the largest
-        assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
-        assert len(fig.axes) == 2  # the colour bar
-    finally:
-        plt.close(fig)

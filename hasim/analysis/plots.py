@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,34 @@ import pandas as pd  # noqa: E402
 from hasim.analysis.report import fmt  # noqa: E402
 
 
+@dataclass(frozen=True)
+class Ecdf:
+    """The steps of an empirical CDF over ``n`` values: the finite ones sorted (``xs``)
+    and the share at or below each (``ys``, over all ``n``: the ``never`` infinite values
+    keep the curve below 1)."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    n: int
+    never: int
+
+    @classmethod
+    def of(cls, values: Any) -> Ecdf | None:
+        """From values in seconds (NaN left out, inf: never); None when there are none."""
+        x = np.asarray(values, dtype=float)
+        x = np.sort(x[~np.isnan(x)])
+        if len(x) == 0:
+            return None
+        fin = np.isfinite(x)
+        return cls(x[fin], (np.arange(1, len(x) + 1) / len(x))[fin], len(x),
+                   int((~fin).sum()))
+
+    @property
+    def top(self) -> float:
+        """The largest finite value (0 when there is none)."""
+        return float(self.xs.max()) if len(self.xs) else 0.0
+
+
 def failover_ecdf(
     failovers: Mapping[str, pd.DataFrame], path: str | Path, title: str | None = None
 ) -> Path:
@@ -27,17 +56,12 @@ def failover_ecdf(
     fig, ax = plt.subplots(figsize=(8, 4.8))
     finite_max = 1.0
     for name, df in failovers.items():
-        lat = df["latency_s"].to_numpy(dtype=float)
-        if len(lat) == 0:
+        e = Ecdf.of(df["latency_s"])
+        if e is None:
             continue
-        xs = np.sort(lat)
-        ys = np.arange(1, len(xs) + 1) / len(xs)
-        finite = np.isfinite(xs)
-        if finite.any():
-            finite_max = max(finite_max, float(xs[finite].max()))
-        never = int((~finite).sum())
-        label = f"{name} ({never}/{len(xs)} never recovered)" if never else name
-        ax.step(np.concatenate([[0.0], xs[finite]]), np.concatenate([[0.0], ys[finite]]),
+        finite_max = max(finite_max, e.top)
+        label = f"{name} ({e.never}/{e.n} never recovered)" if e.never else name
+        ax.step(np.concatenate([[0.0], e.xs]), np.concatenate([[0.0], e.ys]),
                 where="post", label=label)
     ax.set_xlim(0, finite_max * 1.05)
     ax.set_ylim(0, 1.02)
@@ -277,24 +301,18 @@ def ecdf_on(ax: Any, samples: Mapping[str, Any], xmin: float = 0.1,
     """
     top = xmin * 10
     for label, values in samples.items():
-        x = np.asarray(values, dtype=float)
-        x = x[~np.isnan(x)]
-        if len(x) == 0:
+        e = Ecdf.of(np.maximum(np.asarray(values, dtype=float), xmin))
+        if e is None:
             continue
-        xs = np.sort(np.maximum(x, xmin))
-        ys = np.arange(1, len(xs) + 1) / len(xs)
-        fin = np.isfinite(xs)
-        if fin.any():
-            top = max(top, float(xs[fin].max()))
-        never = int((~fin).sum())
-        text = f"{label} ({never}/{len(xs)} never back)" if never else label
+        top = max(top, e.top)
+        text = f"{label} ({e.never}/{e.n} never back)" if e.never else label
         kw: dict[str, Any] = {}
         if colors and label in colors:
             kw["color"] = colors[label]
         if styles and label in styles:
             kw["linestyle"] = styles[label]
-        ax.step(np.concatenate([[xmin], xs[fin], [1e12]]),  # 1e12: past any right edge
-                np.concatenate([[0.0], ys[fin], [ys[fin][-1] if fin.any() else 0.0]]),
+        ax.step(np.concatenate([[xmin], e.xs, [1e12]]),  # 1e12: past any right edge
+                np.concatenate([[0.0], e.ys, [e.ys[-1] if len(e.ys) else 0.0]]),
                 where="post", label=text, **kw)
     ax.set_xscale("log")
     ax.set_xlim(xmin, top * 1.5)
