@@ -15,6 +15,7 @@ handshakes of checks and new connections may take, priced by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hasim.analysis.overhead import expected_check_rate  # noqa: E402
-from hasim.analysis.report import fmt  # noqa: E402
+from hasim.analysis.report import fmt, fmt_range  # noqa: E402
 from hasim.spec.scenario import Scenario  # noqa: E402
 from hasim.spec.units import parse_duration  # noqa: E402
 
@@ -93,12 +94,15 @@ def study(local: Scenario, external: Scenario, churn_base: Scenario, *, sizes: S
     and both HAProxies over ``intervals`` at ``interval_nodes``.
 
     Each runs twice, ``warmup`` and ``warmup + window`` seconds long; the interval sweep
-    warms up for two of the largest intervals and measures over one (a window that is a
-    multiple of every ``inter``: each HAProxy sends a whole number of rounds in it).
+    warms up for two of the largest intervals and measures over the least common multiple
+    of the intervals (whole seconds), so that each HAProxy sends a whole number of rounds
+    in it; intervals that are not whole seconds get the largest interval instead.
     """
     span = [f"{warmup:g}s", f"{warmup + window:g}s"]
     i_warm = 2 * max(intervals)
-    i_span = [f"{i_warm:g}s", f"{i_warm + max(intervals):g}s"]
+    whole = all(float(i).is_integer() for i in intervals)
+    i_window = math.lcm(*(int(i) for i in intervals)) if whole else max(intervals)
+    i_span = [f"{i_warm:g}s", f"{i_warm + i_window:g}s"]
     sized = {
         LOCAL_HAPROXY: local.with_overrides({
             "name": f"{local.name}-haproxy", "balancers.local.kind": "haproxy",
@@ -125,6 +129,14 @@ def study(local: Scenario, external: Scenario, churn_base: Scenario, *, sizes: S
     return Study(sized, timed, churned, interval_nodes)
 
 
+def _in_order(t: pd.DataFrame, order: Sequence[str], by: str, key: str = "lb"
+              ) -> pd.DataFrame:
+    """``t`` with its ``key`` groups in ``order`` (the study's), each sorted by ``by``."""
+    rank = {k: i for i, k in enumerate(order)}
+    return t.sort_values([key, by], key=lambda c: c.map(rank) if c.name == key else c,
+                         ignore_index=True)
+
+
 def _of(rates: pd.DataFrame, scenarios: Mapping[str, Scenario]) -> pd.DataFrame:
     names = {s.name: label for label, s in scenarios.items()}
     mine = rates[rates["scenario"].isin(list(names))].copy()
@@ -136,14 +148,16 @@ def by_size(rates: pd.DataFrame, s: Study) -> pd.DataFrame:
     """Per LB and node count, the mean over replications of the steady rates, and the
     closed form (docs/model.md, closed forms) of that configuration.
 
-    Columns: ``lb``, ``nodes``, ``checkers``, ``checks_per_apiserver_s``,
-    ``connections_per_apiserver_s``, ``closed_form_s``, ``checks_per_node_s``.
+    Columns: ``lb``, ``nodes``, ``apiservers``, ``checkers``, ``checks_per_apiserver_s``,
+    ``connections_per_apiserver_s``, ``closed_form_s``, ``checks_per_node_s``; the LBs
+    in the study's order, each by node count.
     """
     mine = _of(rates, s.by_size)
     mine["nodes"] = mine[NODES].astype(int)
-    t = (mine.groupby(["lb", "nodes"], sort=False)[
-        ["checkers", "checks_per_apiserver_s", "connections_per_apiserver_s"]].mean()
-        .reset_index())
+    t = (mine.groupby(["lb", "nodes"])[
+        ["apiservers", "checkers", "checks_per_apiserver_s", "connections_per_apiserver_s"]]
+        .mean().reset_index())
+    t = _in_order(t, list(s.by_size), "nodes")
     t["closed_form_s"] = [
         expected_check_rate(s.by_size[lb].with_overrides({NODES: int(n), "sweep": {}}))
         for lb, n in zip(t["lb"], t["nodes"], strict=True)]
@@ -180,8 +194,9 @@ def size_figure(t: pd.DataFrame, budget: Budget) -> Any:
     ax.set_ylim(FLOOR / 2, max(budget.resumed_per_s, t["checks_per_apiserver_s"].max()) * 3)
     ax.set_xlabel("worker nodes")
     ax.set_ylabel("per apiserver, per second (log)")
+    apis = ", ".join(f"{a:g}" for a in dict.fromkeys(t["apiservers"]))
     ax.set_title("How many health checks and new connections reach each apiserver as the "
-                 "cluster grows?\n(steady state of a healthy cluster, 3 apiservers)",
+                 f"cluster grows?\n(steady state of a healthy cluster, {apis} apiservers)",
                  fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="center right")
@@ -196,11 +211,6 @@ def _limits(ax: Any, budget: Budget, x: float, rates: bool) -> None:
                     + (f" ({fmt(lim)}/s)" if rates else ""), (x, lim), va="bottom", fontsize=8)
 
 
-def _span(values: Any) -> str:
-    lo, hi = float(np.min(values)), float(np.max(values))
-    return fmt(lo) if np.isclose(lo, hi) else f"{fmt(lo)} to {fmt(hi)}"
-
-
 def size_finding(t: pd.DataFrame, budget: Budget) -> str:
     """The finding under :func:`size_figure`: the local HAProxies' load at the largest
     size and per node, against one external HAProxy and nginx; the simulator against the
@@ -208,6 +218,7 @@ def size_finding(t: pd.DataFrame, budget: Budget) -> str:
     hap = t[t["lb"] == LOCAL_HAPROXY]
     ngx = t.loc[t["lb"] == LOCAL_NGINX, "checks_per_apiserver_s"]
     ext = t[t["lb"] == EXTERNAL]
+    ext_rate = ext["checks_per_apiserver_s"]
     big = int(hap["nodes"].max())
     at_big = float(hap.loc[hap["nodes"] == big, "checks_per_apiserver_s"].iloc[0])
     per_node = float(hap["checks_per_node_s"].mean())
@@ -215,17 +226,17 @@ def size_finding(t: pd.DataFrame, budget: Budget) -> str:
     gap = float(((known["checks_per_apiserver_s"] - known["closed_form_s"]).abs()
                  / known["closed_form_s"]).max())
     churn_max = float(t["connections_per_apiserver_s"].max())
-    nginx = ("**not for the nginx it describes, which sends no health checks at all**"
-             if ngx.max() == 0 else f"for nginx too ({fmt(ngx.max())} per second)")
+    nginx = ("but **not for the nginx it describes, which sends no health checks at all**"
+             if ngx.max() == 0 else f"and for nginx ({fmt(ngx.max())} per second)")
     return (
         f"**Finding.** At {fmt(big)} nodes each apiserver receives {fmt(at_big)} checks per "
         f"second from the local HAProxies ({fmt(per_node, digits=3)} per second per node: the "
         f"load grows with the cluster). One external HAProxy sends "
-        f"{_span(ext['checks_per_apiserver_s'])} per apiserver at every simulated size "
+        f"{fmt_range(ext_rate.min(), ext_rate.max())} per apiserver at every simulated size "
         f"({fmt(ext['nodes'].min())} to {fmt(ext['nodes'].max())} nodes), nginx "
         f"{fmt(ngx.max())}. The doc's claim holds for a local HAProxy "
         f"({fmt(at_big / ext['checks_per_apiserver_s'].mean())} times the external LB's checks "
-        f"at {fmt(big)} nodes) but {nginx}. The simulated rates are within "
+        f"at {fmt(big)} nodes) {nginx}. The simulated rates are within "
         f"{fmt(100 * gap)} % of the closed form (docs/model.md). The local HAProxies' checks "
         f"take {fmt(100 * budget.share)} % of a core of each apiserver from about "
         f"{fmt(budget.full_per_s / per_node)} nodes if every check is a full TLS handshake, or "
@@ -241,7 +252,8 @@ def by_interval(rates: pd.DataFrame, s: Study) -> pd.DataFrame:
     """Per HAProxy (local on every node, or one external) and ``inter``: the mean checks
     per apiserver per second at ``s.interval_nodes`` nodes, and per node.
 
-    Columns: ``lb``, ``inter_s``, ``checks_per_apiserver_s``, ``checks_per_node_s``.
+    Columns: ``lb``, ``inter_s``, ``nodes``, ``checks_per_apiserver_s``,
+    ``checks_per_node_s``.
     """
     mine = _of(rates, s.by_interval)
     inter = pd.Series(np.nan, index=mine.index)
@@ -250,17 +262,17 @@ def by_interval(rates: pd.DataFrame, s: Study) -> pd.DataFrame:
             inter = inter.fillna(mine[key])
     mine["inter_s"] = inter.astype(float)
     t = mine.groupby(["lb", "inter_s"])["checks_per_apiserver_s"].mean().reset_index()
-    order = {label: k for k, label in enumerate(s.by_interval)}  # the study's order
-    t = t.sort_values(["lb", "inter_s"], key=lambda c: c.map(order) if c.name == "lb" else c,
-                      ignore_index=True)
+    t = _in_order(t, list(s.by_interval), "inter_s")
+    t["nodes"] = s.interval_nodes
     t["checks_per_node_s"] = t["checks_per_apiserver_s"] / s.interval_nodes
     return t
 
 
-def interval_figure(t: pd.DataFrame, budget: Budget, nodes: int, largest: int) -> Any:
+def interval_figure(t: pd.DataFrame, budget: Budget, largest: int) -> Any:
     """Left: checks per apiserver against ``inter``; right: the cluster size at which the
     local HAProxies' checks take the budget, with ``largest`` (nodes) marked."""
     intervals = sorted(set(t["inter_s"]))
+    nodes = int(t["nodes"].iloc[0])
     ticks = (intervals, [f"{i:g}" for i in intervals])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     for (lb, g), color in zip(t.groupby("lb", sort=False), ["C0", "C2"], strict=False):
@@ -290,9 +302,9 @@ def interval_figure(t: pd.DataFrame, budget: Budget, nodes: int, largest: int) -
     return fig
 
 
-def interval_finding(t: pd.DataFrame, budget: Budget, nodes: int,
-                     kubespray_inter: float = 15.0) -> str:
+def interval_finding(t: pd.DataFrame, budget: Budget, kubespray_inter: float = 15.0) -> str:
     """The finding under :func:`interval_figure`."""
+    nodes = int(t["nodes"].iloc[0])
     loc = t[t["lb"] == INTER_LOCAL].set_index("inter_s")["checks_per_node_s"]
     ext = t[t["lb"] == INTER_EXTERNAL].set_index("inter_s")["checks_per_apiserver_s"]
     fast, slow = float(loc.index.min()), float(loc.index.max())
@@ -323,8 +335,9 @@ def churn(rates: pd.DataFrame, s: Study) -> pd.DataFrame:
     mine = rates[rates["scenario"] == s.churn.name].copy()
     mine["timeout"] = mine["balancers.local.proxy_timeout"].astype(str)
     mine["nodes"] = mine[NODES].astype(int)
-    t = (mine.groupby(["timeout", "nodes"], sort=False)
-         [["apiservers", "connections_per_apiserver_s"]].mean().reset_index())
+    t = (mine.groupby(["timeout", "nodes"])[["apiservers", "connections_per_apiserver_s"]]
+         .mean().reset_index())
+    t = _in_order(t, list(dict.fromkeys(mine["timeout"])), "nodes", key="timeout")
     t["connections_per_node_s"] = (t["connections_per_apiserver_s"] * t["apiservers"]
                                    / t["nodes"])
     return t
@@ -353,24 +366,26 @@ def churn_figure(t: pd.DataFrame, budget: Budget) -> Any:
 
 
 def churn_finding(t: pd.DataFrame, budget: Budget) -> str:
-    """The finding under :func:`churn_figure`: the first timeout against the others."""
-    first = t["timeout"].iloc[0]
+    """The finding under :func:`churn_figure`: the shortest timeout, against the others."""
+    first = min(dict.fromkeys(t["timeout"]), key=parse_duration)
     short = t[t["timeout"] == first]
     per_node = float(short["connections_per_node_s"].mean())  # over all apiservers
     per_api_node = per_node / float(short["apiservers"].iloc[0])
     period = parse_duration(first)
-    rest = t.loc[t["timeout"] != first, "connections_per_apiserver_s"]
-    later = float(rest.max()) if len(rest) else 0.0
+    others = t[t["timeout"] != first]
+    later = float(others["connections_per_apiserver_s"].max()) if len(others) else 0.0
+    limit = (f"from about {fmt(budget.full_per_s / per_api_node)} nodes" if per_api_node > 0
+             else "at no size (no connection was re-opened)")
+    rest = "" if others.empty else (
+        " With `proxy_timeout` " + ", ".join(dict.fromkeys(others["timeout"])) + " "
+        + ("no connection was re-opened in the window." if later == 0 else
+           f"the churn is {fmt(later)} per apiserver per second."))
     return (
         f"**Finding.** With `proxy_timeout {first}` every node re-opens "
         f"{fmt(per_node * period)} connections to the apiservers every {fmt(period)} s "
         f"(kubespray #655 reported \"about 5\" per node: this model's nodes run only a kubelet "
         f"and a kube-proxy), so the handshakes alone take {fmt(100 * budget.share)} % of a "
-        f"core of each apiserver from about {fmt(budget.full_per_s / per_api_node)} nodes (full "
-        f"handshakes). With the later default (" + ", ".join(dict.fromkeys(
-            t.loc[t["timeout"] != first, "timeout"])) + ") "
-        + ("no connection was re-opened in the window." if later == 0 else
-           f"the churn is {fmt(later)} per apiserver per second."))
+        f"core of each apiserver {limit} (full handshakes)." + rest)
 
 
 def summary(t: pd.DataFrame, budget: Budget) -> pd.DataFrame:

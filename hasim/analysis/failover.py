@@ -10,7 +10,8 @@ Each sweep powers master1 off and varies the timers of one side:
 
 Each returns the tables of its question; a ``*_figure`` and a ``*_finding`` function per
 sweep turn them into the figure and the sentence under it. Sweep points are the batch's
-labels (``inter=2s,fall=3``); :func:`point_values` splits them into columns.
+labels (``inter=2s,fall=3``); the values are the runs' own columns, one per dotted
+sweep key (:func:`sweep_values`), never parsed back out of a label.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ from hasim.analysis.plots import ecdf_on, heatmap_on  # noqa: E402
 from hasim.analysis.report import fmt, fmt_range  # noqa: E402
 
 #: The sweep keys of the profile study, as its point labels name them.
-PROFILE, GRACE = "profile", "node_monitor_grace_period"
+PROFILE, GRACE = "clients.profile", "controller_manager.node_monitor_grace_period"
+#: ... of the HAProxy and nginx studies.
+INTER, FALL = "balancers.local.inter", "balancers.local.fall"
+FAIL_TIMEOUT = "balancers.local.fail_timeout"
+CONNECT_TIMEOUT = "balancers.local.proxy_connect_timeout"
 #: The client class of a worker's clients ends with this (``kubelet@kube-node``...).
 WORKER = "@kube-node"
 
@@ -41,11 +46,11 @@ def workers(scenario: Any) -> list[str]:
     return list(scenario.cluster.members("kube-node"))
 
 
-def point_values(points: pd.Series) -> pd.DataFrame:
-    """A sweep point label per row (``key=value,key=value``) as one column per key, in
-    the label's order; ``base`` (no sweep) gives no column."""
-    rows = [dict(kv.split("=", 1) for kv in str(p).split(",") if "=" in kv) for p in points]
-    return pd.DataFrame(rows, index=points.index)
+def sweep_values(results: Any, scenario: Any) -> pd.DataFrame:
+    """``scenario``'s successful runs: ``run_id``, ``point``, ``replication`` and one column
+    per key of its sweep (the dotted key, the value as the scenario gives it)."""
+    keys = [k for k in (scenario.spec.sweep or {}) if k in results.runs.columns]
+    return runs_of(results, scenario)[["run_id", "point", "replication", *keys]]
 
 
 def runs_of(results: Any, scenario: Any) -> pd.DataFrame:
@@ -56,7 +61,7 @@ def runs_of(results: Any, scenario: Any) -> pd.DataFrame:
 
 def not_ready_per_worker(results: Any, scenario: Any) -> pd.DataFrame:
     """NotReady seconds of every worker in every successful run of ``scenario`` (0 if it
-    never was), with the run's ``point``, its values and ``replication``."""
+    never was), with the run's ``point``, ``replication`` and sweep values."""
     mine = runs_of(results, scenario)
     w = workers(scenario)
     grid = pd.MultiIndex.from_product([mine["run_id"], w], names=["run_id", "host"])
@@ -64,18 +69,16 @@ def not_ready_per_worker(results: Any, scenario: Any) -> pd.DataFrame:
     got = (ns[ns["run_id"].isin(mine["run_id"]) & ns["host"].isin(w)]
            .groupby(["run_id", "host"])["duration_s"].sum())
     out = got.reindex(grid, fill_value=0.0).reset_index()
-    out = out.merge(mine[["run_id", "point", "replication"]], on="run_id")
-    return out.join(point_values(out["point"]))
+    return out.merge(sweep_values(results, scenario), on="run_id")
 
 
 def worker_victims(results: Any, scenario: Any) -> pd.DataFrame:
     """:func:`hasim.analysis.compare.victims` of ``scenario``'s runs, the workers' clients
-    only, with the run's ``point`` and its values."""
+    only, with the run's ``point`` and sweep values."""
     vic = victims(results)
     vic = vic[(vic["scenario"] == scenario.name)
               & vic["client_class"].astype(str).str.endswith(WORKER)]
-    vic = vic.merge(results.runs[["run_id", "point"]], on="run_id")
-    return vic.join(point_values(vic["point"]))
+    return vic.merge(sweep_values(results, scenario).drop(columns="replication"), on="run_id")
 
 
 def _order(series: pd.Series) -> list[str]:
@@ -87,8 +90,8 @@ def _order(series: pd.Series) -> list[str]:
 
 @dataclass(frozen=True)
 class ProfileGrace:
-    kubelets: pd.DataFrame  # the workers' kubelets: latency_s, profile, node_monitor_grace_period
-    not_ready: pd.DataFrame  # per worker and run: duration_s and the two
+    kubelets: pd.DataFrame  # the workers' kubelets: latency_s, PROFILE, GRACE
+    not_ready: pd.DataFrame  # per worker and run: duration_s, PROFILE, GRACE
     profiles: list[str]
     graces: list[str]
     scenario: Any
@@ -186,15 +189,14 @@ def haproxy_timers(results: Any, scenario: Any, backend: str = "master1") -> HAP
     ``balancers.local.inter`` and ``balancers.local.fall``), the closed-form window
     ``U(0, inter) + fall*d + (fall-1)*fastinter`` and the share of detections in it, and
     what the workers saw."""
-    mine = runs_of(results, scenario)
+    mine = sweep_values(results, scenario)
     points = _order(mine["point"])
     det = results["detections"].merge(mine[["run_id", "point"]])
     det = det[det["backend"] == backend]
     rows = []
     for pt in points:
-        over = point_values(pd.Series([pt])).iloc[0]
-        spec = scenario.with_overrides({"balancers.local.inter": over["inter"],
-                                        "balancers.local.fall": int(over["fall"])}).spec
+        over = mine[mine["point"] == pt].iloc[0]
+        spec = scenario.with_overrides({INTER: over[INTER], FALL: int(over[FALL])}).spec
         lo, hi = haproxy_detection_window(spec.balancers.local, spec.network.rtt,
                                           blackholed=True)
         d = det.loc[det["point"] == pt, "detect_s"]
@@ -263,7 +265,7 @@ def haproxy_finding(h: HAProxyTimers) -> str:
 
 NGINX_GRIDS = ("NotReady time per worker, mean (s)", "failed requests of worker clients per run",
                "p95 failover latency of cut-off worker clients (s)")
-_NGINX_KEYS = ["fail_timeout", "proxy_connect_timeout"]
+_NGINX_KEYS = [FAIL_TIMEOUT, CONNECT_TIMEOUT]
 
 
 @dataclass(frozen=True)
@@ -277,9 +279,8 @@ def nginx_timers(results: Any, scenario: Any) -> NginxTimers:
     """Per (``fail_timeout``, ``proxy_connect_timeout``): the workers' mean NotReady
     time, their clients' failed requests per run and the p95 failover of the cut-off
     ones; and the passive re-probes per run."""
-    mine = runs_of(results, scenario)
-    keys = point_values(mine["point"])
-    fts, cts = _order(keys["fail_timeout"]), _order(keys["proxy_connect_timeout"])
+    mine = sweep_values(results, scenario)
+    fts, cts = _order(mine[FAIL_TIMEOUT]), _order(mine[CONNECT_TIMEOUT])
     nr = not_ready_per_worker(results, scenario)
     vic = worker_victims(results, scenario)
     series = [
@@ -287,7 +288,7 @@ def nginx_timers(results: Any, scenario: Any) -> NginxTimers:
         vic.groupby([*_NGINX_KEYS, "run_id"])["lost_requests"].sum().groupby(_NGINX_KEYS).mean(),
         vic[vic["cut_off"]].groupby(_NGINX_KEYS)["latency_s"].quantile(0.95),
     ]
-    grids = {title: s.unstack("proxy_connect_timeout").reindex(index=fts, columns=cts)
+    grids = {title: s.unstack(CONNECT_TIMEOUT).reindex(index=fts, columns=cts)
              for title, s in zip(NGINX_GRIDS, series, strict=True)}
     hc = results["health_checks"]
     passive = hc[hc["run_id"].isin(mine["run_id"]) & (hc["kind"] == "passive")]
@@ -315,8 +316,8 @@ def nginx_finding(n: NginxTimers) -> str:
     p95 = n.grids[NGINX_GRIDS[2]].stack()
     cts = list(n.grids[NGINX_GRIDS[0]].columns)
     fts = list(n.grids[NGINX_GRIDS[0]].index)
-    by_ct = nr.groupby("proxy_connect_timeout")["duration_s"].mean().reindex(cts)
-    by_ft = nr.groupby("fail_timeout")["duration_s"].mean().reindex(fts)
+    by_ct = nr.groupby(CONNECT_TIMEOUT)["duration_s"].mean().reindex(cts)
+    by_ft = nr.groupby(FAIL_TIMEOUT)["duration_s"].mean().reindex(fts)
 
     def flat(x: pd.Series) -> bool:  # within 5 % of its largest value
         return bool(x.max() - x.min() < 0.05 * max(x.max(), 1e-9))

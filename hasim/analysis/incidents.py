@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hasim.analysis import failover
 from hasim.analysis.failover import workers
 from hasim.analysis.formulas import keepalived_takeover_window, kube_vip_takeover_window
 from hasim.analysis.overhead import steady_rates
@@ -58,7 +59,7 @@ def judge_incidents(results: Any, scenarios: Mapping[str, Any]) -> Judged:
     det = results["detections"].merge(runs[["run_id", "scenario", "point"]])
 
     def runs_of(name: str) -> pd.DataFrame:
-        return runs[(runs["scenario"] == scenarios[name].name) & (runs["status"] == "ok")]
+        return failover.runs_of(results, scenarios[name])
 
     rows: list[tuple[str, str, bool, str]] = []
     panels: dict[str, tuple[Any, ...]] = {}

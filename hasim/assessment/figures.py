@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hasim.analysis.compare import NODE_CLASSES  # noqa: E402
-from hasim.analysis.plots import heatmap_on  # noqa: E402
+from hasim.analysis.plots import Ecdf, heatmap_on  # noqa: E402
 from hasim.analysis.report import fmt  # noqa: E402
 from hasim.spec.units import parse_duration  # noqa: E402
 
@@ -38,6 +38,8 @@ _STYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))]
 def damage(a: Any) -> Any:
     """Mean client-seconds lost per (layout, fault), coloured on a log scale so that one
     catastrophic cell does not wash out the rest."""
+    from hasim.assessment.assess import FAULT_AT
+
     d = a.damage
     if d is None or d.empty:
         return None
@@ -47,7 +49,7 @@ def damage(a: Any) -> Any:
     fig, ax = plt.subplots(figsize=(11, 0.6 * len(grid) + 2))
     heatmap_on(ax, grid, cmap="Reds", shade=np.log10(1 + grid.fillna(0)),
                label="log10(1 + client-seconds lost)", rotation=30)
-    ax.set_xlabel("fault (held from 60 s to the end of the run)")
+    ax.set_xlabel(f"fault (held from {FAULT_AT} to the end of the run)")
     ax.set_ylabel("layout")
     ax.set_title("Which fault costs which layout how much client time?")
     fig.tight_layout()
@@ -57,6 +59,8 @@ def damage(a: Any) -> Any:
 def damage_finding(a: Any) -> str:
     """The costliest (layout, fault) cell, and the current layout's costliest fault."""
     d = a.damage
+    if d is None or d.empty:
+        return "**Finding.** No fault was run: there is no damage to compare."
     worst = d.loc[d["client_time_lost_s_mean"].idxmax()]
     cur = d[d["layout"] == a.current]
     cw = cur.loc[cur["client_time_lost_s_mean"].idxmax()] if len(cur) else worst
@@ -83,8 +87,11 @@ def never_back(a: Any) -> pd.Series:
     v = _master_victims(a)
     if v.empty:
         return pd.Series(dtype=float)
-    return v.groupby("layout", sort=False)["latency_s"].apply(
-        lambda s: float(np.isinf(s.to_numpy(dtype=float)).mean()))
+    out = {}
+    for layout, g in v.groupby("layout", sort=False):
+        e = Ecdf.of(g["latency_s"])
+        out[layout] = e.never / e.n if e else 0.0
+    return pd.Series(out, dtype=float)
 
 
 def failover_ecdf(a: Any) -> Any:
@@ -97,18 +104,17 @@ def failover_ecdf(a: Any) -> Any:
         return None
     fig, ax = plt.subplots(figsize=(FIG_W, 4.2))
     for i, (layout, g) in enumerate(v.groupby("layout", sort=False)):
-        cut = g[g["cut_off"]]
-        n = len(g)
-        lat = np.sort(np.where(np.isfinite(cut["latency_s"]), cut["latency_s"], np.inf))
-        finite = lat[np.isfinite(lat)]
+        # latency 0 (never cut off) counts as back at once
+        e = Ecdf.of(g["latency_s"])
+        if e is None:
+            continue
         # Drawn to the end of the window, so that a layout where no one comes back still
         # shows as a line.
         end = parse_duration(RUN_DURATION) - float(g["fault_at"].iloc[0])
-        xs = np.concatenate([[0.0], finite, [end]])
-        ys = (n - len(cut) + np.concatenate([np.arange(0, len(finite) + 1),
-                                             [len(finite)]])) / n
-        ax.step(xs, ys, where="post", linestyle=_STYLES[i % len(_STYLES)], linewidth=1.8,
-                label=f"{layout} ({len(lat) - len(finite)} of {n} never back)")
+        ax.step(np.concatenate([[0.0], e.xs, [end]]),
+                np.concatenate([[0.0], e.ys, [e.ys[-1] if len(e.ys) else 0.0]]), where="post",
+                linestyle=_STYLES[i % len(_STYLES)], linewidth=1.8,
+                label=f"{layout} ({e.never} of {e.n} never back)")
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("seconds after the master fault (log scale beyond 1 s)")
     ax.set_ylabel("share of node clients working again")

@@ -76,8 +76,9 @@ CHAIN_TICKS = [0.2, 0.5, 1, 2, 3, 5, 7, 10, 20, 30, 45]
 
 
 def chain_figure(chain: pd.DataFrame, judged: pd.DataFrame) -> Any:
-    """A pair of strips per judged (cell, metric) of the etcd, keepalived and client-go
-    cells, on one log time axis."""
+    """A pair of strips per row of :func:`~hasim.lab.chain.chain_table`'s table (a cell
+    and metric of the etcd, keepalived and client-go cells, judged or not), on one log
+    time axis."""
     rows = [(f"{r.cell} · {r.metric}",
              chain[(chain["cell"] == r.cell) & (chain["metric"] == r.metric)])
             for r in judged.itertuples()]
