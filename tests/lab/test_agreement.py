@@ -13,9 +13,8 @@ blackhole cell). Such trials came one in six to one in twelve on the test machin
 trials then had two of them, and the real median left the model's, in a few percent of
 runs. Each cell must still have a trial in the modelled regime.
 
-A known disagreement is an ``xfail(strict=True)`` whose reason names the model change
-that fixes it: once applied, the cell passes, the strict xfail fails, and the marker
-must go.
+Every (cell, metric) must agree: a disagreement is a model change to make (docs/lab.md
+lists the four that made them agree), never a test expected to fail.
 
 Independently of the simulator, the real measurements are checked against docs/model.md's
 closed forms (nginx, HAProxy), so that the lab itself is known to measure what it claims.
@@ -38,26 +37,10 @@ CELLS = ["nginx-short-crash", "nginx-short-blackhole", "haproxy-short-crash",
          "haproxy-short-blackhole"]
 METRICS = ["detect_s", "failover_s", "check_rate_per_s"]
 
-#: (cell, metric) -> the model change that makes the simulator agree (docs/lab.md).
-KNOWN: dict[tuple[str, str], str] = {
-    # Empty since the four model changes of docs/lab.md were made (HAProxy's immediate
-    # redispatch, nginx's first idle worker, SYN resends, HAProxy's half-closed slots).
-}
-
 #: HAProxy parameters (docs/model.md) of the short-timing HAProxy cells (hasim.lab.matrix).
 INTER, FALL, FASTINTER = 1.0, 2, 1.0
 #: Slack for process scheduling, the fault's own timing and a check's few milliseconds.
 EPS = 0.1
-
-
-def _cases() -> list[object]:
-    out: list[object] = []
-    for cell in CELLS:
-        for metric in METRICS:
-            reason = KNOWN.get((cell, metric))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            out.append(pytest.param(cell, metric, marks=marks, id=f"{cell}-{metric}"))
-    return out
 
 
 def _modelled(df: pd.DataFrame, cell: str) -> pd.DataFrame:
@@ -124,7 +107,8 @@ def test_every_cell_has_real_trials_in_the_modelled_regime(
         f"processes as the simulator")
 
 
-@pytest.mark.parametrize(("cell", "metric"), _cases())
+@pytest.mark.parametrize(("cell", "metric"), [(c, m) for c in CELLS for m in METRICS],
+                         ids=[f"{c}-{m}" for c in CELLS for m in METRICS])
 def test_simulator_median_agrees_with_the_real_median(
         quick_matrix: tuple[object, pd.DataFrame], cell: str, metric: str) -> None:
     _, df = quick_matrix
