@@ -106,7 +106,6 @@ def expected_check_rate(scenario: Scenario) -> float:
     that
     check each apiserver / (``inter`` + d). 0 for nginx (no active checks) and for an
     HAProxy whose servers have no ``check``."""
-    from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec
 
     g = build_topology(scenario)
     spec = scenario.spec.balancers
@@ -115,9 +114,9 @@ def expected_check_rate(scenario: Scenario) -> float:
         comp = d["component"]
         lb: Any
         if comp == "lb" and d.get("kind") == "haproxy":
-            lb = spec.local if isinstance(spec.local, LocalHAProxySpec) else LocalHAProxySpec()
+            lb = spec.local_haproxy()
         elif comp == "external-lb" and not d.get("virtual"):
-            lb = spec.external or ExternalHAProxySpec()
+            lb = spec.external_haproxy()
         else:
             continue
         if not lb.check:

@@ -71,11 +71,9 @@ def render_config(scenario: Scenario, host: str, listen: str | None = None,
         # plus [::1] with ipv6_stack), unless the caller moves it.
         binds = [listen] if listen else d.get("listen") or [f"127.0.0.1:{_listen_port(g, node)}"]
         if d.get("kind") == "nginx":
-            nspec = spec.local if isinstance(spec.local, NginxSpec) else NginxSpec()
-            return "nginx.conf", nginx_conf(nspec, servers, binds)
-        hspec = spec.local if isinstance(spec.local, LocalHAProxySpec) else LocalHAProxySpec()
-        return "haproxy.cfg", haproxy_local_cfg(hspec, servers, binds)
-    espec = spec.external or ExternalHAProxySpec()
+            return "nginx.conf", nginx_conf(spec.local_nginx(), servers, binds)
+        return "haproxy.cfg", haproxy_local_cfg(spec.local_haproxy(), servers, binds)
+    espec = spec.external_haproxy()
     ext = g.graph.get("external_lb", {})
     return "haproxy.cfg", haproxy_external_cfg(
         espec, servers, listen or f"{ext.get('address', '0.0.0.0')}:{ext.get('port', 443)}"

@@ -241,13 +241,9 @@ def balancer_spec(scenario: Scenario, component: str, kind: str
                   ) -> NginxSpec | LocalHAProxySpec | ExternalHAProxySpec:
     """The parameters of the LB the lab runs, with the defaults the engine uses."""
     spec = scenario.spec.balancers
-    if component == "lb" and kind == "nginx":
-        return spec.local if isinstance(spec.local, NginxSpec) else NginxSpec.model_validate({})
     if component == "lb":
-        local = spec.local
-        return local if isinstance(local, LocalHAProxySpec) \
-            else LocalHAProxySpec.model_validate({})
-    return spec.external or ExternalHAProxySpec.model_validate({})
+        return spec.local_nginx() if kind == "nginx" else spec.local_haproxy()
+    return spec.external_haproxy()
 
 
 def with_host_kernel(scenario: Scenario) -> Scenario:

@@ -130,12 +130,17 @@ def _simulate(scenario: Scenario, seed: int | None) -> SimResult:
     result.timing = {"setup_s": run0 - wall0, "run_s": run_s,
                      "tables_s": time.perf_counter() - run0 - run_s,
                      "pending": float(env.pending())}
+    _etcd_and_vip_tables(result, etcd, vip)
+    rec.clear()  # tabled: freed now, in order, not by the final collection's walk
+    return result
+
+
+def _etcd_and_vip_tables(result: SimResult, etcd: EtcdCluster, vip: Any) -> None:
+    """The run's elections and VIP moves (empty tables without a VIP)."""
     result.elections = pd.DataFrame(etcd.elections, columns=[
         "time", "member", "term", "lost_at", "last_heartbeat_at", "election_s"])
     result.vip_moves = pd.DataFrame(vip.moves if vip else [], columns=[
         "time", "from", "to", "lost_at", "takeover_s"])
-    rec.clear()  # tabled: freed now, in order, not by the final collection's walk
-    return result
 
 
 def _wire_apiservers_to_etcd(m: Model) -> None:
@@ -194,8 +199,6 @@ def _structural(scenario: Scenario, g: Any, env: Environment, net: Network, rec:
     }
     result = build_result(rec, clients, spec.duration, summary, scenario.resolved())
     result.availability = table
-    result.elections = pd.DataFrame(etcd.elections, columns=[
-        "time", "member", "term", "lost_at", "last_heartbeat_at", "election_s"])
-    result.vip_moves = pd.DataFrame([], columns=["time", "from", "to", "lost_at", "takeover_s"])
+    _etcd_and_vip_tables(result, etcd, None)
     rec.clear()
     return result

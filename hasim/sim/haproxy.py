@@ -35,7 +35,7 @@ from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import BLACKHOLE, OK, REFUSED, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
-from hasim.spec.scenario import ExternalHAProxySpec, LocalHAProxySpec, _HAProxyBase
+from hasim.spec.scenario import _HAProxyBase
 
 
 class HealthCounter:
@@ -372,17 +372,11 @@ def _build_haproxy(m: Model, node: str, d: dict[str, Any]) -> None:
     """A local HAProxy (kubespray's template) or an instance of the external LB."""
     comp, spec = d["component"], m.spec
     servers = [m.proc(v) for v in m.g.successors(node)]
+    b = spec.balancers
+    hspec: _HAProxyBase = b.local_haproxy() if comp == "lb" else b.external_haproxy()
     if d["host"] in m.skip:  # a sampled-out node: its checks run in aggregate
         assert m.agg is not None
-        local = spec.balancers.local if comp == "lb" else spec.balancers.external
-        aspec = local if isinstance(local, LocalHAProxySpec | ExternalHAProxySpec) \
-            else (LocalHAProxySpec() if comp == "lb" else ExternalHAProxySpec())
-        m.agg.add(d["host"], comp, servers, aspec, m.rng["checks"])
+        m.agg.add(d["host"], comp, servers, hspec, m.rng["checks"])
         return
-    if comp == "lb":
-        local = spec.balancers.local
-        hspec: Any = local if isinstance(local, LocalHAProxySpec) else LocalHAProxySpec()
-    else:
-        hspec = spec.balancers.external or ExternalHAProxySpec()
     m.entries[node] = HAProxy(m.env, m.net, m.rec, d["host"], comp, servers, hspec,
                               m.rng["checks"], spec.clients.tcp_syn_timeout, m.apis.healthy)

@@ -126,15 +126,19 @@ class Model:
         self.clients[client.name] = (d["host"], d["client_class"])
 
     def dialer_for(self, node: str) -> Any:
-        """What a client on ``node`` dials for the apiserver: the part answering its first
-        apiserver connection, or that apiserver itself."""
-        from hasim.sim.clients import DirectDialer
-
+        """What a client on ``node`` dials for the apiserver: its first apiserver
+        connection's :meth:`dialer_to`."""
         targets = self.successors(node, "apiserver")
         if not targets:
             raise HasimError(f"{node} has no connection to an apiserver in the topology "
                              "(unwired): nothing for it to dial")
-        target = targets[0]
+        return self.dialer_to(targets[0])
+
+    def dialer_to(self, target: str) -> Any:
+        """What dials graph node ``target``: the part that answers for it (a balancer, the
+        VIP, the Service), else its process directly."""
+        from hasim.sim.clients import DirectDialer
+
         if target in self.entries:
             return self.entries[target]
         return DirectDialer(self.env, self.net, self.proc(target),

@@ -328,8 +328,7 @@ __all__ = ["NginxPeer", "NginxProxy", "NginxUpstream", "BLACKHOLE"]
 def _build_nginx(m: Model, node: str, d: dict[str, Any]) -> None:
     if d["host"] in m.skip:
         return  # a sampled-out node's nginx has no active checks to aggregate
-    local = m.spec.balancers.local
-    nspec = local if isinstance(local, NginxSpec) else NginxSpec()
     m.entries[node] = NginxProxy(m.env, m.net, m.rec, d["host"],
-                                 [m.proc(v) for v in m.g.successors(node)], nspec,
+                                 [m.proc(v) for v in m.g.successors(node)],
+                                 m.spec.balancers.local_nginx(),
                                  m.rng["workers"], m.clock_phase)

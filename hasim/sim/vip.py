@@ -39,12 +39,11 @@ from typing import Any
 import numpy as np
 import simpy
 
-from hasim.sim.clients import DirectDialer
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
 from hasim.sim.network import OK, RESET, Network, Proc, Session
 from hasim.sim.records import Recorder
-from hasim.spec.scenario import ExternalHAProxySpec, VipSpec
+from hasim.spec.scenario import VipSpec
 
 VIP_PROC: Proc = ("vip", "vip")
 TIMEOUT = "timeout"
@@ -445,11 +444,8 @@ class Vip:
 def _build_vip(m: Model, node: str, d: dict[str, Any]) -> None:
     spec = m.spec
     behind = list(m.g.successors(node))
-    targets = [m.entries[v] if v in m.entries else
-               DirectDialer(m.env, m.net, m.proc(v), spec.clients.tcp_syn_timeout)
-               for v in behind]
-    vspec = (spec.balancers.external.vip if spec.balancers.external is not None
-             else ExternalHAProxySpec().vip)
+    targets = [m.dialer_to(v) for v in behind]
+    vspec = spec.balancers.external_haproxy().vip
     apis = m.apis
     vip = Vip(m.env, m.net, m.rec, vspec, [m.g.nodes[v]["host"] for v in behind], targets,
               m.rng["vip"], renews_ok=lambda h: apis.can_write((h, "apiserver")))

@@ -228,6 +228,17 @@ class BalancersSpec(_Strict):
     local: LocalLBSpec | None = None
     external: ExternalHAProxySpec | None = None
 
+    # A node's LB kind comes from the topology (the rule set's default when the scenario
+    # gives no ``local``): these are its settings, the scenario's if they are of that kind.
+    def local_nginx(self) -> NginxSpec:
+        return self.local if isinstance(self.local, NginxSpec) else NginxSpec()
+
+    def local_haproxy(self) -> LocalHAProxySpec:
+        return self.local if isinstance(self.local, LocalHAProxySpec) else LocalHAProxySpec()
+
+    def external_haproxy(self) -> ExternalHAProxySpec:
+        return self.external or ExternalHAProxySpec()
+
 
 # --- clients and control loops ---------------------------------------------------------------
 
