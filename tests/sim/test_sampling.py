@@ -8,9 +8,13 @@ What is proved:
   HAProxy per apiserver, the LBs' up/down transitions and detection times of a sampled
   run equal the full model's, under a crash, a power-off, a partition and a slow master;
 - the clients agree in distribution: failover latencies of the K sampled nodes and of
-  all nodes of the full model (independent seeds) pass a two-sample Kolmogorov-Smirnov
-  test (p > 0.05), per client kind, at 2,000 nodes; weighted counts estimate the full
-  cluster's (every kubelet fails after a power-off: the weights add up to the nodes).
+  all nodes of the full model pass a two-sample Kolmogorov-Smirnov test (p > 0.05), per
+  client kind, at 2,000 nodes; weighted counts estimate the full cluster's (every kubelet
+  fails after a power-off: the weights add up to the nodes). Both runs take one seed, so
+  that the draws made once per cluster (the faults, the etcd election) are the same: a
+  client's latency depends on them, and two seeds can differ there in a way no sampling
+  causes (an election that takes a second term, about H/E of them, cuts off 38 % of the
+  kubelets after a crash instead of 19 %).
 
 Expected values come from the full model run alongside, or from counting hosts; never
 from an earlier sampled run.
@@ -137,7 +141,7 @@ def latencies(r: Any, kind: str) -> np.ndarray:
 
 def check_agreement(sc: hasim.Scenario, k: int, kinds: tuple[str, ...]) -> None:
     full = simulate(sc, seed=11)
-    sampled = simulate(sc.with_overrides({"sampling.nodes": k}), seed=12)
+    sampled = simulate(sc.with_overrides({"sampling.nodes": k}), seed=11)
     for kind in kinds:
         a, b = latencies(full, kind), latencies(sampled, kind)
         assert len(b) == k and len(a) > k
