@@ -226,11 +226,15 @@ class Assessment:
 
     def victims(self) -> pd.DataFrame:
         """One row per (run, client the fault left running), with its cell's columns and
-        its ``latency_s`` (inf: never back), ``cut_off``, ``unavailable_s``."""
+        its ``latency_s`` (inf: never back), ``cut_off``, ``unavailable_s``. Read from
+        the result directory once; each call gets its own copy."""
         from hasim.analysis.compare import victims
         from hasim.batches.results import load_results
 
-        return victims(load_results(self.out), self.cells)
+        if "victims" not in self.extras:
+            self.extras["victims"] = victims(load_results(self.out), self.cells)
+        got: pd.DataFrame = self.extras["victims"]
+        return got.copy()
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``assessment.json`` (docs/assess.md)."""

@@ -377,7 +377,8 @@ def run_cells(out: str | os.PathLike[str], trials: int, names: Sequence[str],
     if (why := available()) is not None:
         raise HasimError(why)
     binary()
-    frames = []
+    frames: list[pd.DataFrame] = []
+    both, path = pd.DataFrame(), Path(out) / "lab-clientgo.parquet"
     for name in names:
         cell = CELLS[name]
         df = cell_frame(cell, trials, sim_trials_n)
@@ -390,7 +391,6 @@ def run_cells(out: str | os.PathLike[str], trials: int, names: Sequence[str],
         real = df[(df["source"] == "real") & (df["metric"] == "connect_timeouts")]["value"]
         print(f"client-go {name}: redials that met the dead master first (a connect "
               f"timeout): {int((real > 0).sum())} of {len(real)}", flush=True)
-    both, path = save_cells(frames, out, "lab-clientgo.parquet")
     print(f"client-go trials in {path}", flush=True)
     return both
 

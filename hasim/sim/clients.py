@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from hasim.graph.topology import CNI_AGENTS
 from hasim.sim.apiserver import Apiservers, ClusterState
 from hasim.sim.kernel import Environment, Wait
 from hasim.sim.model import Model, builds
@@ -541,7 +542,7 @@ def _watch_connections(m: Model, node: str, d: dict[str, Any], watches: tuple[st
                                  offset=offset) for _watch in watches]
 
 
-@builds("calico-node", "kube-flannel", "cilium", stage="clients")
+@builds(*CNI_AGENTS, stage="clients")
 def _build_cni_agent(m: Model, node: str, d: dict[str, Any]) -> None:
     if d["host"] in m.skip:
         return
