@@ -57,8 +57,8 @@ def judge_incidents(results: Any, scenarios: Mapping[str, Any]) -> Judged:
     """Each incident of :data:`REPORTED` judged on ``results`` (a batch that ran
     ``scenarios``, keyed like :data:`REPORTED`) by its stated criterion."""
     runs = results.runs
-    ns = results["node_status"].merge(runs[["run_id", "scenario", "point", "replication"]])
-    det = results["detections"].merge(runs[["run_id", "scenario", "point"]])
+    # Rows are picked by the run ids of each incident's scenario.
+    ns, det = results["node_status"], results["detections"]
 
     def runs_of(name: str) -> pd.DataFrame:
         return failover.runs_of(results, scenarios[name])
